@@ -1,0 +1,1 @@
+"""HTTP only: routes, wire schemas and dependencies."""

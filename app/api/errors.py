@@ -1,0 +1,85 @@
+"""One error shape for every failure: `{"error": {"code", "message", "detail"}}`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.errors import AppError, DatabaseUnavailable, InvalidJson, LimitExceeded, NotFound, ValidationFailed
+
+log = logging.getLogger(__name__)
+
+# Validation error types that mean "over a size limit": answered 413 with their own code.
+_LIMIT_CODES = {"string_too_long": "field_too_long", "field_too_long": "field_too_long"}
+
+
+def render(error: AppError) -> JSONResponse:
+    """The JSON response for an AppError."""
+    body = {"error": {"code": error.code, "message": error.message, "detail": error.detail}}
+    return JSONResponse(body, status_code=error.status_code, headers=error.headers)
+
+
+def _clean_loc(loc: tuple[Any, ...] | list[Any]) -> list[Any]:
+    # Drop the discriminator tags ("one"/"many") that pydantic adds to a union's path.
+    return [part for part in loc if part not in ("one", "many")]
+
+
+def _limit_code(error: dict[str, Any]) -> str | None:
+    kind = error.get("type", "")
+    if kind in _LIMIT_CODES:
+        return _LIMIT_CODES[kind]
+    if kind == "too_long":
+        loc = _clean_loc(error.get("loc", ()))
+        if loc and loc[-1] == "steps":
+            return "too_many_steps"
+        if loc == ["body"]:
+            return "too_many_trajectories"
+        return "too_many_items"
+    return None
+
+
+def validation_error(exc: RequestValidationError) -> AppError:
+    """Map pydantic's errors to invalid JSON (400), a size limit (413) or a schema error (422)."""
+    errors = [
+        {"loc": _clean_loc(e.get("loc", ())), "type": e.get("type"), "msg": e.get("msg")} for e in exc.errors()
+    ]
+    if any(e["type"] == "json_invalid" for e in errors):
+        return InvalidJson(detail=errors)
+    for raw in exc.errors():
+        code = _limit_code(raw)
+        if code is not None:
+            where = ".".join(map(str, _clean_loc(raw["loc"])))
+            return LimitExceeded(f"Over a size limit at {where}: {raw['msg']}.", code=code, detail=errors)
+    return ValidationFailed(detail=errors)
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers on `app`."""
+
+    @app.exception_handler(AppError)
+    async def _app_error(_: Request, exc: AppError) -> JSONResponse:
+        return render(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return render(validation_error(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            return render(NotFound("No such endpoint; see /docs for the API."))
+        code = {405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return render(AppError(str(exc.detail), code=code, status_code=exc.status_code, headers=dict(exc.headers or {})))
+
+    @app.exception_handler(DBAPIError)
+    async def _db(_: Request, exc: DBAPIError) -> JSONResponse:
+        if exc.connection_invalidated or "connection" in str(exc.orig).lower():
+            log.warning("database unavailable: %s", exc.orig)
+            return render(DatabaseUnavailable())
+        raise exc

@@ -1,0 +1,135 @@
+"""Typed errors that carry their HTTP status and a stable code; rendered by one handler."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AppError(Exception):
+    """Base of every error a client may see."""
+
+    status_code: int = 400
+    code: str = "bad_request"
+    message: str = "The request could not be processed."
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        detail: Any = None,
+        headers: dict[str, str] | None = None,
+        code: str | None = None,
+        status_code: int | None = None,
+    ):
+        self.message = message or self.message
+        self.code = code or self.code
+        self.status_code = status_code or self.status_code
+        self.detail = detail
+        self.headers = headers or {}
+        super().__init__(self.message)
+
+
+class BadRequest(AppError):
+    status_code = 400
+    code = "bad_request"
+
+
+class InvalidJson(AppError):
+    status_code = 400
+    code = "invalid_json"
+    message = "The request body is not valid JSON."
+
+
+class InvalidCursor(AppError):
+    status_code = 400
+    code = "invalid_cursor"
+    message = "The pagination cursor is malformed; pass back the `next_cursor` of a previous page."
+
+
+class Unauthorized(AppError):
+    status_code = 401
+    code = "unauthorized"
+    message = "Send a valid API key as `Authorization: Bearer sf_...`."
+
+
+class Forbidden(AppError):
+    status_code = 403
+    code = "forbidden"
+    message = "This API key lacks the scope this action needs."
+
+
+class NotFound(AppError):
+    status_code = 404
+    code = "not_found"
+    message = "No such resource."
+
+
+class TrajectoryNotFound(NotFound):
+    code = "trajectory_not_found"
+    message = "No trajectory with this id is visible to this API key."
+
+
+class EventNotFound(NotFound):
+    code = "event_not_found"
+    message = "No event with this id is visible to this API key."
+
+
+class ApiKeyNotFound(NotFound):
+    code = "api_key_not_found"
+    message = "No API key with this id in this tenant."
+
+
+class MethodNotAllowed(AppError):
+    status_code = 405
+    code = "method_not_allowed"
+    message = "This path does not accept this HTTP method."
+
+
+class Conflict(AppError):
+    status_code = 409
+    code = "conflict"
+
+
+class IdempotencyKeyReused(Conflict):
+    code = "idempotency_key_reused"
+    message = "This Idempotency-Key was already used with a different request body; use a new key."
+
+
+class TenantExists(Conflict):
+    code = "tenant_exists"
+    message = "A tenant with this name already exists."
+
+
+class PayloadTooLarge(AppError):
+    status_code = 413
+    code = "payload_too_large"
+    message = "The request body is too large."
+
+
+class LimitExceeded(PayloadTooLarge):
+    """Over a documented limit; `code` names which (`too_many_steps`, `field_too_long`, ...)."""
+
+    code = "limit_exceeded"
+
+
+class ValidationFailed(AppError):
+    status_code = 422
+    code = "validation_error"
+    message = "The request does not match the schema; see `detail` for each problem."
+
+
+class RateLimited(AppError):
+    status_code = 429
+    code = "rate_limited"
+    message = "Too many requests for this API key; retry after the number of seconds in Retry-After."
+
+
+class ServiceUnavailable(AppError):
+    status_code = 503
+    code = "service_unavailable"
+    message = "A backing service is unavailable; retry shortly."
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    code = "database_unavailable"
+    message = "The database is unreachable; retry shortly."

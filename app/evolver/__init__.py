@@ -1,0 +1,1 @@
+"""Background work: Celery app, thin tasks, and the pipelines they call."""

@@ -1,0 +1,44 @@
+"""The Celery application: configured from settings when first asked for."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from celery import Celery
+
+from app.config import Settings, broker_url, get_settings
+from app.evolver.names import TASK_ROUTES
+
+# A job whose worker died is redelivered after this long (it must exceed the longest task).
+VISIBILITY_TIMEOUT_S = 900
+
+
+def create_celery(settings: Settings) -> Celery:
+    """A Celery app on the settings' Redis; tasks ack late so a killed worker's job is redone."""
+    celery = Celery("skillfoundry", include=["app.evolver.tasks", "app.evolver.worker"])
+    celery.conf.update(
+        broker_url=broker_url(settings.require_redis_url()),
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=3,
+        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S, "socket_timeout": 5},
+        task_routes=TASK_ROUTES,
+        task_default_queue="ingest",
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        task_publish_retry=True,
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5},
+        worker_prefetch_multiplier=1,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        enable_utc=True,
+    )
+    return celery
+
+
+@lru_cache
+def get_celery() -> Celery:
+    """The process's Celery app."""
+    return create_celery(get_settings())

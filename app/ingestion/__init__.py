@@ -1,0 +1,1 @@
+"""Ingest: store posted trajectories in one transaction and schedule their processing."""

@@ -1,0 +1,63 @@
+"""The FastAPI application: lifespan, error handlers, the /v1 router."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis
+from fastapi import APIRouter, FastAPI
+
+from app import __version__
+from app.api import errors
+from app.api.middleware import BodySizeLimit
+from app.api.ratelimit import RateLimiter
+from app.api.routes import events, health, keys, trajectories
+from app.config import Settings, get_settings
+from app.limits import DESCRIPTION, MAX_REQUEST_BYTES
+from app.storage.session import make_engine, make_sessionmaker
+
+
+def api_router() -> APIRouter:
+    """Every /v1 route."""
+    v1 = APIRouter(prefix="/v1")
+    v1.include_router(keys.router)
+    v1.include_router(trajectories.router)
+    v1.include_router(events.router)
+    return v1
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; connections open in the lifespan, not at import."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.require_database_url(), pool_size=settings.db_pool_size)
+        client = (
+            redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+            if settings.redis_url
+            else None
+        )
+        app.state.engine = engine
+        app.state.sessionmaker = make_sessionmaker(engine)
+        app.state.redis = client
+        app.state.rate_limiter = RateLimiter(client, settings.rate_limit_per_minute)
+        try:
+            yield
+        finally:
+            if client is not None:
+                client.close()
+            engine.dispose()
+
+    app = FastAPI(
+        title="Skillfoundry",
+        version=__version__,
+        description="A self-hosted skill library for LLM agents.\n" + DESCRIPTION,
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.add_middleware(BodySizeLimit, limit=MAX_REQUEST_BYTES)
+    app.include_router(health.router)
+    app.include_router(api_router())
+    return app

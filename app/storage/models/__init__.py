@@ -1,0 +1,21 @@
+"""ORM rows. Import from here so every table is registered on `Base.metadata`."""
+
+from app.storage.models.base import EMBEDDING_DIM, Base, utcnow
+from app.storage.models.event import AuditLog, Event, EventStatus, IdempotencyRecord
+from app.storage.models.tenant import ApiKey, Scope, Tenant
+from app.storage.models.trajectory import Trajectory, TrajectoryStep
+
+__all__ = [
+    "EMBEDDING_DIM",
+    "ApiKey",
+    "AuditLog",
+    "Base",
+    "Event",
+    "EventStatus",
+    "IdempotencyRecord",
+    "Scope",
+    "Tenant",
+    "Trajectory",
+    "TrajectoryStep",
+    "utcnow",
+]

@@ -13,19 +13,27 @@ import typer
 from app.config import Settings, get_settings
 
 app = typer.Typer(help="Skillfoundry: a self-hosted skill library for LLM agents.", no_args_is_help=True)
-keys_app = typer.Typer(help="Manage API keys of a running service (needs an admin key).", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Manage API keys of a running service (needs an admin key).", no_args_is_help=True
+)
 bench_app = typer.Typer(help="Benchmarks; record results in docs/benchmarks.md.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(bench_app, name="bench")
 
 Url = Annotated[str, typer.Option("--url", envvar="SKILLFOUNDRY_URL", help="Base URL of the service.")]
-ApiKeyOpt = Annotated[str, typer.Option("--api-key", envvar="SKILLFOUNDRY_API_KEY", help="An API key (sf_...).")]
-Host = Annotated[str | None, typer.Option("--host", help="Bind address [env SKILLFOUNDRY_HOST, default 127.0.0.1].")]
+ApiKeyOpt = Annotated[
+    str, typer.Option("--api-key", envvar="SKILLFOUNDRY_API_KEY", help="An API key (sf_...).")
+]
+Host = Annotated[
+    str | None, typer.Option("--host", help="Bind address [env SKILLFOUNDRY_HOST, default 127.0.0.1].")
+]
 Port = Annotated[int | None, typer.Option("--port", help="Port [env SKILLFOUNDRY_PORT, default 8000].")]
 
 
 def _settings() -> Settings:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("pgserver", "httpx", "alembic.runtime.migration"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     return get_settings()
 
 
@@ -46,8 +54,13 @@ def api(host: Host = None, port: Port = None, workers: int = 1) -> None:
     settings = _settings()
     settings.require_database_url()
     uvicorn.run(
-        "app.main:create_app", factory=True, host=host or settings.host, port=port or settings.port,
-        workers=workers, log_level="info", access_log=False,
+        "app.main:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers,
+        log_level="info",
+        access_log=False,
     )
 
 
@@ -100,13 +113,13 @@ def _call(response: httpx.Response) -> dict[str, object]:
 @keys_app.command("create")
 def keys_create(
     name: Annotated[str, typer.Argument(help="A name to tell the key apart.")],
-    scope: Annotated[list[str], typer.Option("--scope", help="agent, reviewer or admin; repeatable.")] = ["agent"],  # noqa: B006
+    scope: Annotated[list[str] | None, typer.Option(help="agent, reviewer, admin; repeat.")] = None,
     url: Url = "http://127.0.0.1:8000",
     api_key: ApiKeyOpt = "",
 ) -> None:
     """Create a key; prints it once."""
     with _client(url, api_key) as client:
-        body = _call(client.post("/v1/keys", json={"name": name, "scopes": scope}))
+        body = _call(client.post("/v1/keys", json={"name": name, "scopes": scope or ["agent"]}))
     typer.echo(f"{body['key']}\n(id {body['id']}, scopes {', '.join(map(str, body['scopes']))}; shown once)")  # type: ignore[call-overload]
 
 
@@ -119,7 +132,9 @@ def keys_list(
         body = _call(client.get("/v1/keys", params={"include_revoked": include_revoked}))
     for item in body["items"]:  # type: ignore[attr-defined]
         state = f"revoked {item['revoked_at']}" if item["revoked_at"] else "active"
-        typer.echo(f"{item['id']}  {item['prefix']}...  {item['name']:<20} {','.join(item['scopes']):<22} {state}")
+        typer.echo(
+            f"{item['id']}  {item['prefix']}...  {item['name']:<20} {','.join(item['scopes']):<22} {state}"
+        )
 
 
 @keys_app.command("revoke")
@@ -135,7 +150,9 @@ def bench_ingest(
     seconds: Annotated[float, typer.Option(help="Duration of each ingest phase.")] = 20.0,
     clients: Annotated[int, typer.Option(help="Concurrent clients for batch posts.")] = 4,
     embed_seconds: Annotated[float, typer.Option(help="How long to measure worker embedding.")] = 30.0,
-    url: Annotated[str | None, typer.Option("--url", envvar="SKILLFOUNDRY_URL", help="Bench a running service.")] = None,
+    url: Annotated[
+        str | None, typer.Option("--url", envvar="SKILLFOUNDRY_URL", help="Bench a running service.")
+    ] = None,
     api_key: Annotated[str | None, typer.Option("--api-key", envvar="SKILLFOUNDRY_API_KEY")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
 ) -> None:
@@ -143,7 +160,12 @@ def bench_ingest(
     from app.bench.ingest import run_ingest_bench
 
     result = run_ingest_bench(
-        _settings(), seconds=seconds, clients=clients, embed_seconds=embed_seconds, url=url, api_key=api_key,
+        _settings(),
+        seconds=seconds,
+        clients=clients,
+        embed_seconds=embed_seconds,
+        url=url,
+        api_key=api_key,
         echo=typer.echo,
     )
     typer.echo(json.dumps(result, indent=2) if json_out else result["summary"])

@@ -41,7 +41,7 @@ class EmbeddedPostgres:
         import pgserver
 
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
-        server = pgserver.get_server(self.pgdata, cleanup_mode="stop")
+        server = pgserver.get_server(self.pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
         self._server = server
         url: str = server.get_uri(DATABASE_NAME)
         admin_url: str = server.get_uri("postgres")
@@ -52,7 +52,7 @@ class EmbeddedPostgres:
         return url
 
     def stop(self) -> None:
-        """Stop the server cleanly (a fast shutdown: running transactions roll back, nothing committed is lost)."""
+        """Stop the server cleanly: running transactions roll back, nothing committed is lost."""
         if self._server is not None:
             self._server.cleanup()  # type: ignore[attr-defined]
             self._server = None
@@ -97,7 +97,9 @@ class EmbeddedRedis:
                 return url
             except redis.RedisError:
                 time.sleep(0.05)
-        raise RuntimeError(f"embedded Redis did not answer within {timeout_s}s; see {self.directory / 'redis.log'}")
+        raise RuntimeError(
+            f"embedded Redis did not answer within {timeout_s}s; see {self.directory / 'redis.log'}"
+        )
 
     def _stop_leftover(self) -> None:
         # A server left by a hard-killed `up` still holds the files: stop it before starting ours.

@@ -45,8 +45,13 @@ def bootstrap(database_url: str) -> Bootstrap | None:
             tenant = tenants.create_tenant(session, DEFAULT_TENANT)
             key, plaintext = tenants.create_key(session, tenant.id, "admin", [Scope.ADMIN])
             audit.record(
-                session, tenant.id, actor="system:bootstrap", action="api_key.create", target_type="api_key",
-                target_id=str(key.id), detail={"name": key.name, "scopes": key.scopes},
+                session,
+                tenant.id,
+                actor="system:bootstrap",
+                action="api_key.create",
+                target_type="api_key",
+                target_id=str(key.id),
+                detail={"name": key.name, "scopes": key.scopes},
             )
             return Bootstrap(tenant_name=tenant.name, admin_key=plaintext)
     finally:
@@ -186,4 +191,3 @@ def run_up(settings: Settings, host: str, port: int, echo: Callable[[str], None]
         stack.stop()
         echo("Stopped.")
     return code
-

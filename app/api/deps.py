@@ -60,7 +60,9 @@ class Principal:
         """Refuse unless the key has one of `scopes` (admin has all)."""
         if Scope.ADMIN in self.scopes or self.scopes.intersection(scopes):
             return
-        raise Forbidden(detail={"required_scope": sorted(s.value for s in scopes), "key_scopes": self.sorted_scopes})
+        raise Forbidden(
+            detail={"required_scope": sorted(s.value for s in scopes), "key_scopes": self.sorted_scopes}
+        )
 
     @property
     def sorted_scopes(self) -> list[str]:

@@ -47,7 +47,8 @@ def _limit_code(error: dict[str, Any]) -> str | None:
 def validation_error(exc: RequestValidationError) -> AppError:
     """Map pydantic's errors to invalid JSON (400), a size limit (413) or a schema error (422)."""
     errors = [
-        {"loc": _clean_loc(e.get("loc", ())), "type": e.get("type"), "msg": e.get("msg")} for e in exc.errors()
+        {"loc": _clean_loc(e.get("loc", ())), "type": e.get("type"), "msg": e.get("msg")}
+        for e in exc.errors()
     ]
     if any(e["type"] == "json_invalid" for e in errors):
         return InvalidJson(detail=errors)
@@ -75,7 +76,9 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 404:
             return render(NotFound("No such endpoint; see /docs for the API."))
         code = {405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return render(AppError(str(exc.detail), code=code, status_code=exc.status_code, headers=dict(exc.headers or {})))
+        return render(
+            AppError(str(exc.detail), code=code, status_code=exc.status_code, headers=dict(exc.headers or {}))
+        )
 
     @app.exception_handler(DBAPIError)
     async def _db(_: Request, exc: DBAPIError) -> JSONResponse:

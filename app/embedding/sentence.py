@@ -45,6 +45,10 @@ class SentenceTransformerEmbedder:
                 self._model = SentenceTransformer(str(get_model_path()), device=self._device)
             return self._model
 
+    def warm(self) -> None:
+        """Load the model now rather than on first use."""
+        self._load()
+
     def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
         """Unit-normalised embeddings, one per text."""
         if not texts:
@@ -64,4 +68,6 @@ class SentenceTransformerEmbedder:
 def get_embedder() -> SentenceTransformerEmbedder:
     """The process's embedder (model loaded lazily, once)."""
     settings = get_settings()
-    return SentenceTransformerEmbedder(device=settings.embedding_device, batch_size=settings.embedding_batch_size)
+    return SentenceTransformerEmbedder(
+        device=settings.embedding_device, batch_size=settings.embedding_batch_size
+    )

@@ -19,4 +19,8 @@ def _queue_of(name: TaskName) -> str:
 def send_after_commit(session: Session, name: TaskName, *ids: uuid.UUID) -> None:
     """Send task `name` with these ids once `session` commits; dropped if it rolls back."""
     args = [str(i) for i in ids]
-    enqueue_after_commit(session, lambda: get_celery().send_task(name.value, args=args, queue=_queue_of(name)))
+
+    def send() -> None:
+        get_celery().send_task(name.value, args=args, queue=_queue_of(name))
+
+    enqueue_after_commit(session, send)

@@ -39,7 +39,9 @@ def embed_ingest(session: Session, event_id: uuid.UUID, *, embedder: Embedder) -
         chunk = todo[start : start + EMBED_CHUNK]
         vectors = embedder.embed_documents([text[:EMBED_TEXT_CHARS] for _, text in chunk])
         trajectories.set_embeddings(
-            session, [(step_id, vec) for (step_id, _), vec in zip(chunk, vectors, strict=True)], embedder.model_name
+            session,
+            [(step_id, vec) for (step_id, _), vec in zip(chunk, vectors, strict=True)],
+            embedder.model_name,
         )
     result = {"trajectories": len(trajectory_ids), "steps_embedded": len(todo)}
     events.mark_succeeded(event, result)

@@ -52,7 +52,7 @@ def sweep_stale_events() -> int:
     with session_scope() as session:
         stale = pipeline.stale_event_ids(session, STALE_AFTER)
     for event_id in stale:
-        embed_ingest_event.apply_async(args=[str(event_id)], queue=Queue.INGEST)
+        embed_ingest_event.apply_async(args=(str(event_id),), queue=Queue.INGEST)
     if stale:
         log.info("re-sent %d stale ingest jobs", len(stale))
     return len(stale)

@@ -9,9 +9,10 @@ import threading
 from typing import Any
 
 import redis
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from app.config import get_settings
+from app.embedding import get_embedder
 from app.evolver import heartbeat
 from app.evolver.names import Queue, TaskName
 
@@ -22,7 +23,9 @@ _stop = threading.Event()
 
 
 def _housekeeping(sender: Any) -> None:
-    client = redis.Redis.from_url(get_settings().require_redis_url(), socket_timeout=5, socket_connect_timeout=5)
+    client = redis.Redis.from_url(
+        get_settings().require_redis_url(), socket_timeout=5, socket_connect_timeout=5
+    )
     name = f"{socket.gethostname()}:{os.getpid()}"
     ticks = 0
     while not _stop.is_set():
@@ -36,6 +39,12 @@ def _housekeeping(sender: Any) -> None:
             log.warning("worker housekeeping could not reach Redis: %s", exc)
         ticks += 1
         _stop.wait(heartbeat.INTERVAL_S)
+
+
+@worker_process_init.connect
+def _load_model(**_: Any) -> None:
+    # Load the model when the process starts, so the first job does not pay for it.
+    get_embedder().warm()
 
 
 @worker_ready.connect

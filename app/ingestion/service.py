@@ -29,7 +29,11 @@ class Accepted:
 
     def as_json(self) -> dict[str, Any]:
         """The wire form, also stored for idempotent replays."""
-        return {"ids": [str(i) for i in self.trajectory_ids], "event_id": str(self.event_id), "status": "queued"}
+        return {
+            "ids": [str(i) for i in self.trajectory_ids],
+            "event_id": str(self.event_id),
+            "status": "queued",
+        }
 
 
 def request_hash(items: list[dict[str, Any]]) -> str:

@@ -44,4 +44,6 @@ def readyz(request: Request) -> JSONResponse:
         checks["broker"] = f"error: {exc}"
         checks["worker"] = "unknown: broker unreachable"
     ready = all(checks[name] == "ok" for name in ("database", "broker", "worker"))
-    return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks}, status_code=200 if ready else 503)
+    return JSONResponse(
+        {"status": "ready" if ready else "not_ready", "checks": checks}, status_code=200 if ready else 503
+    )

@@ -110,7 +110,9 @@ def _summary(row: Trajectory) -> TrajectorySummary:
 
 
 def _step(row: TrajectoryStep, *, include_embeddings: bool) -> StepOut:
-    embedding = [float(x) for x in row.embedding] if include_embeddings and row.embedding is not None else None
+    embedding = (
+        [float(x) for x in row.embedding] if include_embeddings and row.embedding is not None else None
+    )
     return StepOut(
         idx=row.idx,
         observation=row.observation,

@@ -7,7 +7,18 @@ from datetime import datetime
 from typing import Any
 
 from pgvector.sqlalchemy import Vector
-from sqlalchemy import ARRAY, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    ARRAY,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -25,7 +36,9 @@ class Trajectory(UUIDPk, CreatedAt, Base):
     )
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"))
-    event_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("event.id", ondelete="SET NULL"), index=True)
+    event_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("event.id", ondelete="SET NULL"), index=True
+    )
     task: Mapped[str] = mapped_column(Text)
     domain: Mapped[str | None] = mapped_column(String(128))
     agent_id: Mapped[str] = mapped_column(String(256))

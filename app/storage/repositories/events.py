@@ -15,7 +15,9 @@ from app.storage.models import Event, EventStatus, utcnow
 
 def create(session: Session, tenant_id: uuid.UUID, kind: str) -> Event:
     """A PENDING event for a job about to be sent."""
-    event = Event(id=uuid.uuid4(), tenant_id=tenant_id, kind=kind, status=EventStatus.PENDING, attempts=0, result={})
+    event = Event(
+        id=uuid.uuid4(), tenant_id=tenant_id, kind=kind, status=EventStatus.PENDING, attempts=0, result={}
+    )
     session.add(event)
     session.flush()
     return event
@@ -23,7 +25,9 @@ def create(session: Session, tenant_id: uuid.UUID, kind: str) -> Event:
 
 def get(session: Session, tenant_id: uuid.UUID, event_id: uuid.UUID) -> Event | None:
     """The tenant's event, if any."""
-    return session.scalars(select(Event).where(Event.tenant_id == tenant_id, Event.id == event_id)).one_or_none()
+    return session.scalars(
+        select(Event).where(Event.tenant_id == tenant_id, Event.id == event_id)
+    ).one_or_none()
 
 
 def lock(session: Session, event_id: uuid.UUID) -> Event | None:

@@ -27,7 +27,9 @@ def claim(session: Session, tenant_id: uuid.UUID, key: str, request_hash: str) -
     if inserted is not None:
         return None
     return session.scalars(
-        select(IdempotencyRecord).where(IdempotencyRecord.tenant_id == tenant_id, IdempotencyRecord.key == key)
+        select(IdempotencyRecord).where(
+            IdempotencyRecord.tenant_id == tenant_id, IdempotencyRecord.key == key
+        )
     ).one()
 
 

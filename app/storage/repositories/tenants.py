@@ -45,7 +45,9 @@ def any_tenant(session: Session) -> bool:
     return session.scalars(select(Tenant.id).limit(1)).first() is not None
 
 
-def create_key(session: Session, tenant_id: uuid.UUID, name: str, scopes: Sequence[Scope]) -> tuple[ApiKey, str]:
+def create_key(
+    session: Session, tenant_id: uuid.UUID, name: str, scopes: Sequence[Scope]
+) -> tuple[ApiKey, str]:
     """Add a key; returns the row and the plaintext, which is never stored."""
     plaintext = new_key()
     key = ApiKey(
@@ -85,7 +87,9 @@ def list_keys(session: Session, tenant_id: uuid.UUID, *, include_revoked: bool =
 
 def get_key(session: Session, tenant_id: uuid.UUID, key_id: uuid.UUID) -> ApiKey | None:
     """One of the tenant's keys."""
-    return session.scalars(select(ApiKey).where(ApiKey.tenant_id == tenant_id, ApiKey.id == key_id)).one_or_none()
+    return session.scalars(
+        select(ApiKey).where(ApiKey.tenant_id == tenant_id, ApiKey.id == key_id)
+    ).one_or_none()
 
 
 def revoke_key(key: ApiKey) -> None:

@@ -95,7 +95,9 @@ def get(session: Session, tenant_id: uuid.UUID, trajectory_id: uuid.UUID) -> Tra
 def steps_of(session: Session, trajectory_id: uuid.UUID) -> Sequence[TrajectoryStep]:
     """A trajectory's steps in order."""
     return session.scalars(
-        select(TrajectoryStep).where(TrajectoryStep.trajectory_id == trajectory_id).order_by(TrajectoryStep.idx)
+        select(TrajectoryStep)
+        .where(TrajectoryStep.trajectory_id == trajectory_id)
+        .order_by(TrajectoryStep.idx)
     ).all()
 
 
@@ -165,4 +167,3 @@ def set_embeddings(
         .values(embedding=bindparam("vec"), embedding_model=model_name, embedded_at=now),
         [{"step_id": step_id, "vec": list(vec)} for step_id, vec in vectors],
     )
-

@@ -147,6 +147,15 @@ class TestUp:
                 event = wait_for_event(http.get, posted.json()["event_id"], key)
                 assert event["status"] == "SUCCEEDED"
                 assert http.get("/readyz").status_code == 200
+            cli = subprocess.run(
+                [sys.executable, "-m", "app.cli", "keys", "create", "bot", "--scope", "agent",
+                 "--url", base, "--api-key", key],
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            bot_key = re.search(r"sf_[A-Za-z0-9_-]{32,}", cli.stdout)
+            assert bot_key, cli.stdout
+            with httpx.Client(base_url=base) as http:
+                assert http.get("/v1/ping", headers=auth(bot_key.group(0))).json()["scopes"] == ["agent"]
         finally:
             assert first.interrupt() == 0
         assert "Stopped." in first.log.read_text()

@@ -33,12 +33,13 @@ def get_session(request: Request) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
-def get_rate_limiter(request: Request) -> RateLimiter:
+async def get_rate_limiter(request: Request) -> RateLimiter:
     """The app's rate limiter."""
     limiter: RateLimiter = request.app.state.rate_limiter
     return limiter
 
 
+# Dependencies that do no I/O are async so they skip the thread pool.
 Limiter = Annotated[RateLimiter, Depends(get_rate_limiter)]
 
 
@@ -89,18 +90,18 @@ def authenticate(request: Request, session: SessionDep, limiter: Limiter) -> Pri
     )
 
 
-def any_key(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+async def any_key(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
     """Any valid key."""
     return principal
 
 
-def agent_key(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+async def agent_key(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
     """A key that may post agent data."""
     principal.require(Scope.AGENT)
     return principal
 
 
-def admin_key(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+async def admin_key(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
     """An admin key."""
     principal.require(Scope.ADMIN)
     return principal

@@ -31,6 +31,8 @@ def create_celery(settings: Settings) -> Celery:
         task_publish_retry=True,
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5},
         worker_prefetch_multiplier=1,
+        # Each worker process loads the embedding model at start (several seconds on a small CPU).
+        worker_proc_alive_timeout=120,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         enable_utc=True,

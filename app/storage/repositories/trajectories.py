@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from psycopg.types.json import Jsonb
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from app.storage.models import Trajectory, TrajectoryStep, utcnow
@@ -35,54 +36,90 @@ class Cursor:
     id: uuid.UUID
 
 
+TRAJECTORY_COPY_COLUMNS = (
+    ("id", "uuid"), ("tenant_id", "uuid"), ("event_id", "uuid"), ("task", "text"), ("domain", "text"),
+    ("agent_id", "text"), ("session_id", "text"), ("success", "bool"), ("score", "float8"),
+    ("metadata", "jsonb"), ("step_count", "int4"), ("created_at", "timestamptz"),
+)  # fmt: skip
+STEP_COPY_COLUMNS = (
+    ("id", "uuid"), ("tenant_id", "uuid"), ("trajectory_id", "uuid"), ("idx", "int4"),
+    ("observation", "text"), ("action", "text"), ("tool", "text"), ("tool_input", "jsonb"),
+    ("tool_output", "jsonb"), ("error", "text"), ("reward", "float8"), ("retrieval_id", "text"),
+    ("used_item_ids", "text[]"),
+)  # fmt: skip
+
+
+def _copy(
+    session: Session, table: str, columns: tuple[tuple[str, str], ...], rows: Iterable[tuple[Any, ...]]
+) -> None:
+    # COPY is several times faster than INSERT for thousands of rows, and runs in the session's transaction.
+    raw = session.connection().connection.driver_connection
+    if raw is None:
+        raise RuntimeError("the session's connection is closed")
+    names = ", ".join(name for name, _ in columns)
+    with raw.cursor() as cursor, cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+        copy.set_types([kind for _, kind in columns])
+        for row in rows:
+            copy.write_row(row)
+
+
+def _json(value: Any) -> Jsonb | None:
+    return None if value is None else Jsonb(value)
+
+
 def add_many(
     session: Session, tenant_id: uuid.UUID, event_id: uuid.UUID, items: Sequence[dict[str, Any]]
 ) -> list[uuid.UUID]:
-    """Insert trajectories and all their steps in two bulk statements; returns their ids in order."""
+    """Insert trajectories and all their steps with one COPY each; returns their ids in order."""
     now = utcnow()
-    rows: list[dict[str, Any]] = []
-    steps: list[dict[str, Any]] = []
-    for item in items:
-        trajectory_id = uuid.uuid4()
-        outcome = item.get("outcome") or {}
-        rows.append(
-            {
-                "id": trajectory_id,
-                "tenant_id": tenant_id,
-                "event_id": event_id,
-                "task": item["task"],
-                "domain": item.get("domain"),
-                "agent_id": item["agent_id"],
-                "session_id": item.get("session_id"),
-                "success": outcome.get("success"),
-                "score": outcome.get("score"),
-                "meta": item.get("metadata") or {},
-                "step_count": len(item["steps"]),
-                "created_at": now,
-            }
-        )
-        steps.extend(
-            {
-                "id": uuid.uuid4(),
-                "tenant_id": tenant_id,
-                "trajectory_id": trajectory_id,
-                "idx": idx,
-                "observation": step["observation"],
-                "action": step["action"],
-                "tool": step.get("tool"),
-                "tool_input": step.get("tool_input"),
-                "tool_output": step.get("tool_output"),
-                "error": step.get("error"),
-                "reward": step.get("reward"),
-                "retrieval_id": step.get("retrieval_id"),
-                "used_item_ids": step.get("used_item_ids") or [],
-            }
+    ids = [uuid.uuid4() for _ in items]
+    _copy(
+        session,
+        Trajectory.__tablename__,
+        TRAJECTORY_COPY_COLUMNS,
+        (
+            (
+                trajectory_id,
+                tenant_id,
+                event_id,
+                item["task"],
+                item.get("domain"),
+                item["agent_id"],
+                item.get("session_id"),
+                (item.get("outcome") or {}).get("success"),
+                (item.get("outcome") or {}).get("score"),
+                Jsonb(item.get("metadata") or {}),
+                len(item["steps"]),
+                now,
+            )  # fmt: skip
+            for trajectory_id, item in zip(ids, items, strict=True)
+        ),
+    )
+    _copy(
+        session,
+        TrajectoryStep.__tablename__,
+        STEP_COPY_COLUMNS,
+        (
+            (
+                uuid.uuid4(),
+                tenant_id,
+                trajectory_id,
+                idx,
+                step["observation"],
+                step["action"],
+                step.get("tool"),
+                _json(step.get("tool_input")),
+                _json(step.get("tool_output")),
+                step.get("error"),
+                step.get("reward"),
+                step.get("retrieval_id"),
+                step.get("used_item_ids") or [],
+            )  # fmt: skip
+            for trajectory_id, item in zip(ids, items, strict=True)
             for idx, step in enumerate(item["steps"])
-        )
-    session.execute(insert(Trajectory), rows)
-    if steps:
-        session.execute(insert(TrajectoryStep), steps)
-    return [row["id"] for row in rows]
+        ),
+    )
+    return ids
 
 
 def get(session: Session, tenant_id: uuid.UUID, trajectory_id: uuid.UUID) -> Trajectory | None:

@@ -65,7 +65,12 @@ def api(host: Host = None, port: Port = None, workers: int = 1) -> None:
 
 
 @app.command()
-def worker(concurrency: Annotated[int | None, typer.Option(help="Worker processes.")] = None) -> None:
+def worker(
+    concurrency: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
+    beat: Annotated[
+        bool, typer.Option("--beat", help="Also run the periodic scheduler (one per deployment).")
+    ] = False,
+) -> None:
     """Run only a Celery worker; needs DATABASE_URL and REDIS_URL."""
     from app.evolver.celery_app import get_celery
     from app.evolver.names import Queue
@@ -78,6 +83,7 @@ def worker(concurrency: Annotated[int | None, typer.Option(help="Worker processe
             "--concurrency", str(concurrency or settings.worker_concurrency),
             "--loglevel", "INFO", "--hostname", "skillfoundry@%h", "--without-gossip", "--without-mingle",
         ]
+        + (["--beat", "--schedule", str(settings.home.resolve() / "celerybeat-schedule")] if beat else [])
     )  # fmt: skip
 
 

@@ -31,6 +31,30 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(default=6000, ge=0, description="Requests per key per minute; 0: off.")
     db_pool_size: int = 10
 
+    # Optional OpenAI-compatible endpoint (ending in /v1) that rewrites experience texts; unset: no LLM.
+    llm_base_url: str | None = None
+    # Many local servers ignore the key, but the client refuses to start without one.
+    llm_api_key: str = "not-needed"
+    llm_model: str = "gpt-4o-mini"
+    llm_timeout_s: float = Field(default=20.0, gt=0)
+    llm_max_retries: int = Field(default=2, ge=0)
+
+    # Evolver: state clusters, experience admission, dedup and consolidation.
+    cluster_threshold: float = Field(
+        default=0.85, gt=0, le=1, description="Cosine similarity to join a cluster."
+    )
+    merge_threshold: float = Field(
+        default=0.92, gt=0, le=1, description="Cosine similarity to merge experiences."
+    )
+    do_min_score: float = Field(
+        default=0.7, ge=0, le=1, description="Outcome score a run needs to teach `do`."
+    )
+    max_new_experiences_per_trajectory: int = Field(default=5, ge=0)
+    max_new_experiences_per_minute: int = Field(default=120, ge=0)
+    max_experiences_per_cluster: int = Field(default=20, ge=1)
+    retire_below_utility: float = Field(default=0.3, ge=0, le=1)
+    retire_min_observations: float = Field(default=10.0, ge=0, description="alpha + beta before retiring.")
+
     @property
     def embedded_database(self) -> bool:
         """True when `skillfoundry up` must start its own PostgreSQL."""

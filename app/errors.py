@@ -74,6 +74,11 @@ class EventNotFound(NotFound):
     message = "No event with this id is visible to this API key."
 
 
+class ExperienceNotFound(NotFound):
+    code = "experience_not_found"
+    message = "No experience with this id is visible to this API key."
+
+
 class ApiKeyNotFound(NotFound):
     code = "api_key_not_found"
     message = "No API key with this id in this tenant."

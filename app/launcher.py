@@ -103,7 +103,7 @@ class Stack:
 
     def start_worker(self) -> None:
         """Start a Celery worker process."""
-        self._spawn("worker", [sys.executable, "-m", "app.cli", "worker"])
+        self._spawn("worker", [sys.executable, "-m", "app.cli", "worker", "--beat"])
 
     def start_api(self, host: str, port: int) -> None:
         """Start the API process."""

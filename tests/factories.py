@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.storage.models import Scope, Tenant
+from app.storage.models import Experience, Polarity, Scope, StateCluster, Tenant
 from app.storage.repositories import tenants
 
 
@@ -50,3 +50,52 @@ def make_trajectory(n_steps: int = 3, **overrides: Any) -> dict[str, Any]:
     }
     body.update(overrides)
     return body
+
+
+def unit_vector(*head: float) -> list[float]:
+    """A 384-dim vector starting with `head`, normalised."""
+    values = list(head) + [0.0] * (384 - len(head))
+    norm = sum(v * v for v in values) ** 0.5 or 1.0
+    return [v / norm for v in values]
+
+
+def make_cluster(session: Session, tenant: Tenant, domain: str = "kitchen") -> StateCluster:
+    """A state cluster with an arbitrary centroid."""
+    cluster = StateCluster(
+        id=uuid.uuid4(), tenant_id=tenant.id, domain=domain, centroid=unit_vector(1.0), size=1,
+        representative="you are in the kitchen.", embedding_model="test-model",
+    )  # fmt: skip
+    session.add(cluster)
+    # Committed (a savepoint in tests), so a refused request's rollback does not take it away.
+    session.commit()
+    return cluster
+
+
+def make_experience(session: Session, tenant: Tenant, **overrides: Any) -> Experience:
+    """An active `do` experience of `tenant`; any column may be overridden."""
+    values: dict[str, Any] = {
+        "id": uuid.uuid4(),
+        "tenant_id": tenant.id,
+        "domain": "kitchen",
+        "polarity": Polarity.DO,
+        "text": "When the pot is on the shelf, do `take pot from shelf` because it raised the score.",
+        "action_template": "take pot from shelf",
+        "action_example": "take pot from shelf",
+        "slots": [],
+        "situation": "you are in the kitchen. a pot sits on a shelf.",
+        "task": "Boil water in the kitchen",
+        "reason": "reward_rose",
+        "dedup_key": uuid.uuid4().hex,
+        "successes": 1,
+        "failures": 0,
+        "distinct_agents": 1,
+        "alpha": 1.0,
+        "beta": 1.0,
+        "embedding": unit_vector(1.0),
+        "embedding_model": "test-model",
+    }
+    values.update(overrides)
+    row = Experience(**values)
+    session.add(row)
+    session.commit()
+    return row

@@ -12,7 +12,10 @@ from app.storage.models import Base
 from app.storage.session import make_engine
 from tests.conftest import create_database, drop_database
 
-TABLES = {"tenant", "api_key", "trajectory", "trajectory_step", "event", "audit_log", "idempotency_record"}
+TABLES = {
+    "tenant", "api_key", "trajectory", "trajectory_step", "event", "audit_log", "idempotency_record",
+    "state_cluster", "situation_embedding", "experience", "experience_evidence",
+}  # fmt: skip
 
 
 @pytest.fixture

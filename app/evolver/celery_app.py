@@ -7,7 +7,7 @@ from functools import lru_cache
 from celery import Celery
 
 from app.config import Settings, broker_url, get_settings
-from app.evolver.names import TASK_ROUTES
+from app.evolver.names import TASK_ROUTES, Queue, TaskName
 
 # A job whose worker died is redelivered after this long (it must exceed the longest task).
 VISIBILITY_TIMEOUT_S = 900
@@ -36,6 +36,19 @@ def create_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         enable_utc=True,
+        # Every periodic send expires, so a backlog after downtime does not replay stale runs.
+        beat_schedule={
+            "sweep-stale-events": {
+                "task": TaskName.SWEEP_STALE_EVENTS.value,
+                "schedule": 60.0,
+                "options": {"expires": 60, "queue": Queue.MAINTENANCE.value},
+            },
+            "consolidate-experiences": {
+                "task": TaskName.CONSOLIDATE.value,
+                "schedule": 600.0,
+                "options": {"expires": 600, "queue": Queue.MAINTENANCE.value},
+            },
+        },
     )
     return celery
 

@@ -11,7 +11,8 @@ class Queue(enum.StrEnum):
 
 
 class TaskName(enum.StrEnum):
-    EMBED_INGEST = "ingest.embed_event"
+    PROCESS_INGEST = "ingest.process_event"
+    CONSOLIDATE = "maintenance.consolidate"
     SWEEP_STALE_EVENTS = "maintenance.sweep_stale_events"
 
 

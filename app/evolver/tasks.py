@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import timedelta
+from functools import lru_cache
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
 
+from app.config import get_settings
 from app.embedding import get_embedder
-from app.evolver import pipeline
+from app.evolver import consolidate, pipeline
+from app.evolver.llm import Polisher, get_polisher
 from app.evolver.names import Queue, TaskName
 from app.storage.session import session_scope
 
@@ -20,8 +23,14 @@ log = logging.getLogger(__name__)
 STALE_AFTER = timedelta(minutes=2)
 
 
+@lru_cache
+def _polisher() -> Polisher | None:
+    # One LLM client per worker process, like the embedder.
+    return get_polisher(get_settings())
+
+
 @shared_task(
-    name=TaskName.EMBED_INGEST,
+    name=TaskName.PROCESS_INGEST,
     bind=True,
     acks_late=True,
     soft_time_limit=600,
@@ -30,11 +39,17 @@ STALE_AFTER = timedelta(minutes=2)
     retry_backoff=True,
     max_retries=5,
 )
-def embed_ingest_event(self: object, event_id: str) -> None:  # noqa: ARG001
-    """Embed the step observations of one ingest event (idempotent)."""
+def process_ingest_event(self: object, event_id: str) -> None:  # noqa: ARG001
+    """Distill one ingest event: situations, clusters and experiences (idempotent)."""
     try:
         with session_scope() as session:
-            pipeline.embed_ingest(session, uuid.UUID(event_id), embedder=get_embedder())
+            pipeline.process_ingest(
+                session,
+                uuid.UUID(event_id),
+                embedder=get_embedder(),
+                settings=get_settings(),
+                polisher=_polisher(),
+            )
     except pipeline.EventMissing:
         log.warning("ingest event %s does not exist; dropping the job", event_id)
     except (OperationalError, SoftTimeLimitExceeded):
@@ -52,7 +67,22 @@ def sweep_stale_events() -> int:
     with session_scope() as session:
         stale = pipeline.stale_event_ids(session, STALE_AFTER)
     for event_id in stale:
-        embed_ingest_event.apply_async(args=(str(event_id),), queue=Queue.INGEST)
+        process_ingest_event.apply_async(args=(str(event_id),), queue=Queue.INGEST)
     if stale:
         log.info("re-sent %d stale ingest jobs", len(stale))
     return len(stale)
+
+
+@shared_task(name=TaskName.CONSOLIDATE, acks_late=True, soft_time_limit=300, expires=600)
+def consolidate_experiences() -> dict[str, int]:
+    """Consolidate every tenant's experiences, one transaction per tenant."""
+    with session_scope() as session:
+        tenant_ids = consolidate.tenants_with_experiences(session)
+    totals = {"tenants": len(tenant_ids), "merged": 0, "retired_low_utility": 0, "retired_over_cap": 0}
+    for tenant_id in tenant_ids:
+        with session_scope() as session:
+            stats = consolidate.consolidate(session, tenant_id, get_settings())
+        totals["merged"] += stats.merged
+        totals["retired_low_utility"] += stats.retired_low_utility
+        totals["retired_over_cap"] += stats.retired_over_cap
+    return totals

@@ -1,4 +1,4 @@
-"""Worker-process housekeeping: a heartbeat for /readyz and a periodic sweep of lost jobs."""
+"""Worker-process housekeeping: the model loaded at start, and a heartbeat for /readyz."""
 
 from __future__ import annotations
 
@@ -14,30 +14,22 @@ from celery.signals import worker_process_init, worker_ready, worker_shutdown
 from app.config import get_settings
 from app.embedding import get_embedder
 from app.evolver import heartbeat
-from app.evolver.names import Queue, TaskName
 
 log = logging.getLogger(__name__)
 
-SWEEP_EVERY_S = 60
 _stop = threading.Event()
 
 
-def _housekeeping(sender: Any) -> None:
+def _housekeeping() -> None:
     client = redis.Redis.from_url(
         get_settings().require_redis_url(), socket_timeout=5, socket_connect_timeout=5
     )
     name = f"{socket.gethostname()}:{os.getpid()}"
-    ticks = 0
     while not _stop.is_set():
         try:
             heartbeat.beat(client, name)
-            if ticks % (SWEEP_EVERY_S // heartbeat.INTERVAL_S) == 0:
-                sender.app.send_task(
-                    TaskName.SWEEP_STALE_EVENTS, queue=Queue.MAINTENANCE, expires=SWEEP_EVERY_S
-                )
         except redis.RedisError as exc:
-            log.warning("worker housekeeping could not reach Redis: %s", exc)
-        ticks += 1
+            log.warning("worker heartbeat could not reach Redis: %s", exc)
         _stop.wait(heartbeat.INTERVAL_S)
 
 
@@ -48,9 +40,9 @@ def _load_model(**_: Any) -> None:
 
 
 @worker_ready.connect
-def _start_housekeeping(sender: Any, **_: Any) -> None:
+def _start_housekeeping(**_: Any) -> None:
     _stop.clear()
-    threading.Thread(target=_housekeeping, args=(sender,), name="sf-housekeeping", daemon=True).start()
+    threading.Thread(target=_housekeeping, name="sf-housekeeping", daemon=True).start()
 
 
 @worker_shutdown.connect

@@ -62,5 +62,5 @@ def accept(
     accepted = Accepted(trajectory_ids=ids, event_id=event.id)
     if idempotency_key is not None:
         idempotency.save_response(session, tenant_id, idempotency_key, ACCEPTED, accepted.as_json())
-    send_after_commit(session, TaskName.EMBED_INGEST, event.id)
+    send_after_commit(session, TaskName.PROCESS_INGEST, event.id)
     return accepted

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import uuid
 from datetime import datetime
 from typing import Annotated, Literal
@@ -12,6 +9,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, Header, Query, Response
 
 from app.api.deps import CurrentAgent, CurrentKey, SessionDep
+from app.api.pagination import decode_cursor, encode_cursor
 from app.api.schemas.common import ERROR_RESPONSES
 from app.api.schemas.trajectories import (
     OutcomeOut,
@@ -22,12 +20,12 @@ from app.api.schemas.trajectories import (
     TrajectoryPage,
     TrajectorySummary,
 )
-from app.errors import InvalidCursor, TrajectoryNotFound
+from app.errors import TrajectoryNotFound
 from app.ingestion import service as ingestion
 from app.limits import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from app.storage.models import Trajectory, TrajectoryStep
 from app.storage.repositories import trajectories
-from app.storage.repositories.trajectories import Cursor, TrajectoryFilter
+from app.storage.repositories.trajectories import TrajectoryFilter
 
 router = APIRouter(prefix="/trajectories", tags=["trajectories"], responses=ERROR_RESPONSES)
 
@@ -72,11 +70,11 @@ def list_trajectories(
         until=until,
     )
     rows, next_cursor = trajectories.page(
-        session, key.tenant_id, filters, cursor=_decode_cursor(cursor), limit=limit
+        session, key.tenant_id, filters, cursor=decode_cursor(cursor), limit=limit
     )
     return TrajectoryPage(
         items=[_summary(row) for row in rows],
-        next_cursor=_encode_cursor(next_cursor) if next_cursor else None,
+        next_cursor=encode_cursor(next_cursor) if next_cursor else None,
     )
 
 
@@ -127,18 +125,3 @@ def _step(row: TrajectoryStep, *, include_embeddings: bool) -> StepOut:
         embedding_model=row.embedding_model,
         embedding=embedding,
     )
-
-
-def _encode_cursor(cursor: Cursor) -> str:
-    raw = json.dumps([cursor.created_at.isoformat(), str(cursor.id)]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(token: str | None) -> Cursor | None:
-    if not token:
-        return None
-    try:
-        created_at, ident = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        return Cursor(datetime.fromisoformat(created_at), uuid.UUID(ident))
-    except (ValueError, TypeError, binascii.Error) as exc:
-        raise InvalidCursor(detail={"cursor": token[:100]}) from exc

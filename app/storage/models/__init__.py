@@ -2,6 +2,14 @@
 
 from app.storage.models.base import EMBEDDING_DIM, Base, utcnow
 from app.storage.models.event import AuditLog, Event, EventStatus, IdempotencyRecord
+from app.storage.models.experience import (
+    Experience,
+    ExperienceEvidence,
+    ExperienceStatus,
+    Polarity,
+    SituationEmbedding,
+    StateCluster,
+)
 from app.storage.models.tenant import ApiKey, Scope, Tenant
 from app.storage.models.trajectory import Trajectory, TrajectoryStep
 
@@ -12,6 +20,12 @@ __all__ = [
     "Base",
     "Event",
     "EventStatus",
+    "Experience",
+    "ExperienceEvidence",
+    "ExperienceStatus",
+    "Polarity",
+    "SituationEmbedding",
+    "StateCluster",
     "IdempotencyRecord",
     "Scope",
     "Tenant",

@@ -54,6 +54,7 @@ class TrajectoryStep(UUIDPk, Base):
     __table_args__ = (
         UniqueConstraint("trajectory_id", "idx", name="uq_trajectory_step_trajectory_id_idx"),
         Index("ix_trajectory_step_tenant_id", "tenant_id"),
+        Index("ix_trajectory_step_cluster_id", "cluster_id"),
     )
     # No vector index yet: steps are embedded for the evolver to cluster, which reads them
     # by trajectory; nearest-neighbour search runs over clusters and experiences instead.
@@ -70,6 +71,9 @@ class TrajectoryStep(UUIDPk, Base):
     reward: Mapped[float | None] = mapped_column(Float)
     retrieval_id: Mapped[str | None] = mapped_column(String(64))
     used_item_ids: Mapped[list[str]] = mapped_column(ARRAY(String(128)), default=list)
+    # The normalised observation (app.evolver.normalize); the embedding is of this text.
+    situation_key: Mapped[str | None] = mapped_column(Text)
+    cluster_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("state_cluster.id", ondelete="SET NULL"))
     embedding: Mapped[list[float] | None] = mapped_column(Vector(EMBEDDING_DIM))
     embedding_model: Mapped[str | None] = mapped_column(String(128))
     embedded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

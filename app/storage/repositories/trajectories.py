@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from psycopg.types.json import Jsonb
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.storage.models import Trajectory, TrajectoryStep, utcnow
@@ -171,36 +171,21 @@ def page(
     return rows, None
 
 
-def ids_of_event(session: Session, event_id: uuid.UUID) -> Sequence[uuid.UUID]:
-    """The trajectories an ingest event stored."""
-    return session.scalars(select(Trajectory.id).where(Trajectory.event_id == event_id)).all()
+def of_event(session: Session, event_id: uuid.UUID) -> Sequence[Trajectory]:
+    """The trajectories an ingest event stored, in insertion order."""
+    return session.scalars(
+        select(Trajectory)
+        .where(Trajectory.event_id == event_id)
+        .order_by(Trajectory.created_at, Trajectory.id)
+    ).all()
 
 
-def unembedded_steps(
-    session: Session, trajectory_ids: Sequence[uuid.UUID], model_name: str
-) -> Sequence[tuple[uuid.UUID, str]]:
-    """(step id, observation) of steps not yet embedded by `model_name`."""
-    rows = session.execute(
-        select(TrajectoryStep.id, TrajectoryStep.observation)
-        .where(
-            TrajectoryStep.trajectory_id.in_(trajectory_ids),
-            (TrajectoryStep.embedding_model.is_(None)) | (TrajectoryStep.embedding_model != model_name),
-        )
+def steps_of_many(session: Session, trajectory_ids: Sequence[uuid.UUID]) -> Sequence[TrajectoryStep]:
+    """The steps of these trajectories, grouped by trajectory and in order."""
+    if not trajectory_ids:
+        return []
+    return session.scalars(
+        select(TrajectoryStep)
+        .where(TrajectoryStep.trajectory_id.in_(trajectory_ids))
         .order_by(TrajectoryStep.trajectory_id, TrajectoryStep.idx)
     ).all()
-    return [(row[0], row[1]) for row in rows]
-
-
-def set_embeddings(
-    session: Session, vectors: Sequence[tuple[uuid.UUID, Sequence[float]]], model_name: str
-) -> None:
-    """Store step embeddings, recording the model that made them."""
-    if not vectors:
-        return
-    now = utcnow()
-    session.connection().execute(
-        update(TrajectoryStep.__table__)  # type: ignore[arg-type]
-        .where(TrajectoryStep.__table__.c.id == bindparam("step_id"))
-        .values(embedding=bindparam("vec"), embedding_model=model_name, embedded_at=now),
-        [{"step_id": step_id, "vec": list(vec)} for step_id, vec in vectors],
-    )

@@ -1,0 +1,107 @@
+"""Situations: normalise step observations, embed them once (with a cache), assign state clusters."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from app.embedding import Embedder
+from app.evolver.normalize import normalize_observation
+from app.storage.models import StateCluster
+from app.storage.repositories import distillation
+from app.storage.repositories.distillation import StepSituation
+
+EMBED_CHUNK = 256
+
+
+@dataclass(frozen=True)
+class RawStep:
+    """A stored step as distillation first sees it."""
+
+    step_id: uuid.UUID
+    tenant_id: uuid.UUID
+    domain: str
+    observation: str
+
+
+@dataclass(frozen=True)
+class SituationStats:
+    """What one pass did, for the event result and the bench."""
+
+    steps: int
+    distinct_situations: int
+    cache_hits: int
+    encoded: int
+    clusters_created: int
+
+
+def key_hash(key: str) -> str:
+    """The cache key of a situation."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def embed_situations(
+    session: Session, tenant_id: uuid.UUID, keys: Sequence[str], embedder: Embedder
+) -> tuple[dict[str, list[float]], int]:
+    """Embeddings of distinct situation keys by hash (cache first); returns them and the cache hits."""
+    by_hash = {key_hash(k): k for k in keys}
+    vectors = distillation.cached_embeddings(session, tenant_id, by_hash, embedder.model_name)
+    hits = len(vectors)
+    missing = [h for h in by_hash if h not in vectors]
+    fresh: dict[str, list[float]] = {}
+    for start in range(0, len(missing), EMBED_CHUNK):
+        chunk = missing[start : start + EMBED_CHUNK]
+        fresh.update(zip(chunk, embedder.embed_documents([by_hash[h] for h in chunk]), strict=True))
+    distillation.store_embeddings(session, tenant_id, fresh, embedder.model_name)
+    vectors.update(fresh)
+    return vectors, hits
+
+
+def assign(
+    session: Session, steps: Sequence[RawStep], embedder: Embedder, *, threshold: float
+) -> tuple[dict[uuid.UUID, StepSituation], SituationStats]:
+    """Give every step a situation key, an embedding and a state cluster (online, nearest centroid)."""
+    if not steps:
+        return {}, SituationStats(0, 0, 0, 0, 0)
+    tenant_id = steps[0].tenant_id
+    keys = {s.step_id: normalize_observation(s.observation) for s in steps}
+    vectors, hits = embed_situations(session, tenant_id, list(keys.values()), embedder)
+
+    situations: dict[uuid.UUID, StepSituation] = {}
+    created = 0
+    for domain in sorted({s.domain for s in steps}):
+        distillation.lock_clusters(session, tenant_id, domain)
+        # A situation repeated within this pass joins the cluster found for it the first time.
+        seen: dict[str, StateCluster] = {}
+        for step in (s for s in steps if s.domain == domain):
+            key = keys[step.step_id]
+            digest = key_hash(key)
+            vector = vectors[digest]
+            cluster = seen.get(digest)
+            if cluster is None:
+                nearest = distillation.nearest_cluster(session, tenant_id, domain, vector)
+                if nearest is not None and nearest[1] >= threshold:
+                    cluster = nearest[0]
+                    distillation.absorb(cluster, vector)
+                else:
+                    cluster = distillation.new_cluster(
+                        session, tenant_id, domain, vector, key, embedder.model_name
+                    )
+                    created += 1
+                seen[digest] = cluster
+            else:
+                distillation.absorb(cluster, vector)
+            situations[step.step_id] = StepSituation(step.step_id, key, vector, cluster.id)
+    distillation.set_situations(session, list(situations.values()), embedder.model_name)
+    stats = SituationStats(
+        steps=len(steps),
+        distinct_situations=len(vectors),
+        cache_hits=hits,
+        encoded=len(vectors) - hits,
+        clusters_created=created,
+    )
+    return situations, stats

@@ -1,0 +1,135 @@
+"""Credit assignment and action templates (pure)."""
+
+import uuid
+
+from app.evolver.extract import (
+    ClusterHistory,
+    ExtractionConfig,
+    Reason,
+    StepView,
+    TrajectoryView,
+    extract,
+    render_text,
+    template_action,
+)
+
+KITCHEN = "this room is called the kitchen. in it, you see: a stove, which is turned off."
+HALL = "this room is called the hallway. you see: a door to the kitchen."
+C1, C2 = uuid.uuid4(), uuid.uuid4()
+
+
+def step(idx: int, action: str, key: str = KITCHEN, cluster: uuid.UUID | None = C1, **kw: object) -> StepView:
+    return StepView(id=uuid.uuid4(), idx=idx, situation_key=key, cluster_id=cluster, action=action, **kw)  # type: ignore[arg-type]
+
+
+def run(
+    *steps: StepView, success: bool | None = True, score: float | None = 1.0, task: str = "Boil water."
+) -> TrajectoryView:
+    return TrajectoryView(uuid.uuid4(), task, "sw", "agent", success, score, tuple(steps))
+
+
+class TestTemplates:
+    def test_task_words_become_a_task_slot(self) -> None:
+        """The object the task names is a slot the agent fills from its own task."""
+        action = template_action("focus on water", "Your task is to boil water.")
+        assert action.template == "focus on <task:object>"
+        assert action.example == "focus on water"
+        assert [(s.name, s.source, s.example) for s in action.slots] == [("task", "task", "water")]
+
+    def test_other_objects_stay_literal_unless_generalised(self) -> None:
+        """Objects from the room stay in `do` templates; failed moves generalise them."""
+        assert template_action("open door to hallway", "Boil water.").template == "open door to hallway"
+        general = template_action("focus on orange juice", "Boil water.", generalise_others=True)
+        assert general.template == "focus on <other:object>"
+        assert general.slots[0].example == "orange juice"
+
+    def test_single_word_action_has_no_slots(self) -> None:
+        """A bare verb is its own template."""
+        assert template_action("inventory", "Boil water.").template == "inventory"
+
+
+class TestCreditAssignment:
+    def test_rewarded_step_of_a_success_is_a_do(self) -> None:
+        """Reward after a step is the strongest `do` signal and ranks first."""
+        found = extract(
+            run(step(0, "go to hallway"), step(1, "focus on water", key=HALL, cluster=C2, reward=0.5)),
+            ClusterHistory(),
+        )
+        assert found[0].polarity == "do"
+        assert found[0].reason == Reason.REWARD_ROSE
+        assert found[0].action.template == "focus on <task:object>"
+
+    def test_low_score_admits_no_do(self) -> None:
+        """Below the admission score a run teaches no `do`, even with reward."""
+        found = extract(
+            run(step(0, "focus on water", reward=0.2), step(1, "look", key=HALL), success=None, score=0.3),
+            ClusterHistory(),
+            ExtractionConfig(do_min_score=0.7),
+        )
+        assert all(c.polarity == "avoid" for c in found)
+
+    def test_errors_and_no_change_are_avoid(self) -> None:
+        """An errored step and a step that changed nothing both teach `avoid`."""
+        found = extract(
+            run(step(0, "fly to moon", error="No known action matches that input."), step(1, "look around"),
+                step(2, "look around"), step(3, "go to hallway", key=HALL, cluster=C2)),
+            ClusterHistory(),
+        )  # fmt: skip
+        reasons = {(c.reason, c.action.example) for c in found}
+        assert (Reason.ERRORED, "fly to moon") in reasons
+        assert (Reason.NO_CHANGE, "look around") in reasons
+        errored = next(c for c in found if c.reason == Reason.ERRORED)
+        assert "No known action" in errored.text
+
+    def test_last_move_of_a_failed_run_is_avoid_generalised(self) -> None:
+        """Focusing on the wrong substance ends the episode: avoid it for anything the task does not name."""
+        found = extract(
+            run(
+                step(0, "go to kitchen", key=HALL, cluster=C2),
+                step(1, "focus on orange juice"),
+                success=False,
+                score=0.0,
+            ),
+            ClusterHistory(),
+        )
+        last = next(c for c in found if c.reason == Reason.ENDED_FAILED_EPISODE)
+        assert last.polarity == "avoid"
+        assert last.action.template == "focus on <other:object>"
+        assert "does not name" in last.text
+
+    def test_divergence_from_successful_runs_is_avoid(self) -> None:
+        """Where successful runs did something else in the same cluster, the failed run's move is avoided."""
+        history = ClusterHistory({C1: frozenset({"activate stove"})})
+        found = extract(
+            run(step(0, "open fridge"), step(1, "look", key=HALL, cluster=C2), success=False, score=0.0),
+            history,
+        )
+        diverged = next(c for c in found if c.reason == Reason.DIVERGED)
+        assert diverged.action.example == "open fridge"
+        assert "activate stove" in diverged.text
+
+    def test_no_divergence_when_it_did_what_successes_did(self) -> None:
+        """Following the successful move is no divergence."""
+        history = ClusterHistory({C1: frozenset({"activate stove"})})
+        found = extract(
+            run(step(0, "activate stove"), step(1, "wait", key=HALL, cluster=C2), success=False, score=0.0),
+            history,
+        )
+        assert Reason.DIVERGED not in {c.reason for c in found}
+
+    def test_dedup_key_ignores_the_concrete_object(self) -> None:
+        """Two variations' lessons with the same template in one cluster are the same lesson."""
+        a = extract(run(step(0, "focus on water", reward=1.0), task="Boil water."), ClusterHistory())[0]
+        b = extract(run(step(0, "focus on milk", reward=1.0), task="Boil milk."), ClusterHistory())[0]
+        assert a.dedup_key == b.dedup_key
+
+
+class TestText:
+    def test_trigger_first_and_at_most_64_words(self) -> None:
+        """Texts start with the situation and stay within 64 words even for long situations."""
+        action = template_action("focus on water", "Boil water.")
+        text = render_text("do", Reason.REWARD_ROSE, " ".join(["word"] * 200), action)
+        assert text.startswith("When word")
+        assert len(text.split()) <= 64
+        assert "do `focus on <task:object>`" in text
+        assert text.endswith("because it raised the score.")

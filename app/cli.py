@@ -177,6 +177,27 @@ def bench_ingest(
     typer.echo(json.dumps(result, indent=2) if json_out else result["summary"])
 
 
+@bench_app.command("evolve")
+def bench_evolve(
+    trajectories: Annotated[int, typer.Option(help="Generated 20-step trajectories to distill.")] = 200,
+    per_event: Annotated[int, typer.Option(help="Trajectories per ingest event.")] = 10,
+    seed: int = 7,
+    json_out: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
+) -> None:
+    """Distillation throughput of one worker process, observation cache share and dedup rate."""
+    from app.bench.evolve import run_evolve_bench
+
+    settings = _settings()
+    result = run_evolve_bench(
+        settings,
+        trajectories=trajectories,
+        per_event=per_event,
+        seed=seed,
+        echo=lambda t: typer.echo(t, err=True),
+    )
+    typer.echo(json.dumps(result, indent=2) if json_out else result["summary"])
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -86,7 +86,7 @@ class TestCreditAssignment:
         found = extract(
             run(
                 step(0, "go to kitchen", key=HALL, cluster=C2),
-                step(1, "focus on orange juice"),
+                step(1, "focus on orange juice", reward=-0.1),
                 success=False,
                 score=0.0,
             ),
@@ -96,6 +96,19 @@ class TestCreditAssignment:
         assert last.polarity == "avoid"
         assert last.action.template == "focus on <other:object>"
         assert "does not name" in last.text
+
+    def test_a_run_merely_cut_short_teaches_no_ending_lesson(self) -> None:
+        """Without a fall in score, the last move of a failed run is not blamed for the failure."""
+        found = extract(
+            run(
+                step(0, "go to kitchen", key=HALL, cluster=C2),
+                step(1, "close door"),
+                success=False,
+                score=0.4,
+            ),
+            ClusterHistory(),
+        )
+        assert Reason.ENDED_FAILED_EPISODE not in {c.reason for c in found}
 
     def test_divergence_from_successful_runs_is_avoid(self) -> None:
         """Where successful runs did something else in the same cluster, the failed run's move is avoided."""

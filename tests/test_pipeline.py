@@ -51,7 +51,7 @@ def boil(
         agent_id=agent,
         steps=[
             make_step(0, observation=HALLWAY, action="go to kitchen", reward=0.1),
-            make_step(1, observation=KITCHEN.format(n=n), action=last, reward=0.9 if success else 0.0),
+            make_step(1, observation=KITCHEN.format(n=n), action=last, reward=0.9 if success else -0.1),
         ],
         outcome={"success": success, "score": 1.0 if success else 0.0},
     )

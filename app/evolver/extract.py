@@ -6,7 +6,8 @@ situation key and a state cluster, plus what successful runs did in those cluste
 A step gives a `do` candidate when the trajectory was admitted (its outcome score reached the
 threshold) and the step raised the reward (strongest signal) or moved the run on without error.
 A step gives an `avoid` candidate when it errored, changed nothing, was the last move of a failed
-run, or was where a failed run left what successful runs did in the same state cluster.
+run and made the score fall, or was where a failed run left what successful runs did in the same
+state cluster.
 
 Action templates replace the words an action takes from the task with a `<task:object>` slot, so that an
 agent fills it from its own task and never copies another variation's object; in `avoid` lessons
@@ -206,18 +207,19 @@ def extract(
         if rewarded and admitted_do:
             candidates.append(_candidate(trajectory, step, "do", Reason.REWARD_ROSE, plain))
             continue
-        if failed and following is None:
+        # A run that was merely cut short teaches nothing here; one whose score fell at the end does.
+        if failed and following is None and step.reward is not None and step.reward < 0:
             general = template_action(step.action, trajectory.task, generalise_others=True)
             candidates.append(_candidate(trajectory, step, "avoid", Reason.ENDED_FAILED_EPISODE, general))
             continue
         if failed and not diverged_once and step.cluster_id is not None:
             done_here = history.success_templates.get(step.cluster_id, frozenset())
             if done_here and plain.template not in done_here:
+                # Kept literal: the object may be right in another variation, only the move was wrong here.
                 diverged_once = True
-                general = template_action(step.action, trajectory.task, generalise_others=True)
                 instead = sorted(done_here)[0]
                 candidates.append(
-                    _candidate(trajectory, step, "avoid", Reason.DIVERGED, general, detail=instead)
+                    _candidate(trajectory, step, "avoid", Reason.DIVERGED, plain, detail=instead)
                 )
                 continue
         if not changed and not rewarded and config.include_no_change:

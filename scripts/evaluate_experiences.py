@@ -1,0 +1,137 @@
+"""Distill ScienceWorld training trajectories into experiences and check them on held-out variations.
+
+For every step of each held-out (gold) trajectory: normalise and embed the observation, find the
+nearest state cluster in pgvector, and ask whether the gold action fits one of that cluster's
+`do` experiences (a `<task:object>` slot may take words of the held-out task; an `<other:object>`
+slot any words). Also lists the `avoid` experiences learnt from failures.
+
+    .venv/bin/python scripts/evaluate_experiences.py --train /tmp/sw_train.jsonl --test /tmp/sw_test.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from app.config import get_settings
+from app.embedded import EmbeddedPostgres
+from app.embedding import get_embedder
+from app.evolver import pipeline
+from app.evolver.normalize import normalize_observation
+from app.ingestion import service as ingestion
+from app.storage import migrate
+from app.storage.models import Experience, ExperienceStatus, Polarity
+from app.storage.repositories import distillation, tenants
+from app.storage.session import make_engine, make_sessionmaker, session_scope
+
+
+def fits(template: str, action: str, task: str) -> bool:
+    """Whether `action` is an instance of `template` for an agent whose task is `task`."""
+    task_words = set(re.findall(r"[a-z0-9]+", task.lower()))
+    pattern = ""
+    for n, word in enumerate(template.split()):
+        if word == "<task:object>":
+            pattern += rf"\s*(?P<t{n}>.+?)"
+        elif word == "<other:object>":
+            pattern += r"\s*.+?"
+        else:
+            pattern += r"\s*" + re.escape(word)
+    match = re.fullmatch(pattern.strip() + r"\s*", action.lower().strip())
+    if match is None:
+        return False
+    return all(set(re.findall(r"[a-z0-9]+", v)) <= task_words for v in match.groupdict().values())
+
+
+def load(path: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--train", required=True)
+    parser.add_argument("--test", required=True)
+    parser.add_argument("--json", dest="json_out", help="Also write the results to this file.")
+    args = parser.parse_args()
+
+    settings = get_settings()
+    embedder = get_embedder()
+    home = Path(tempfile.mkdtemp(prefix="sfeval-"))
+    postgres = EmbeddedPostgres(home / "pgdata")
+    try:
+        url = postgres.start()
+        migrate.upgrade(url)
+        engine = make_engine(url, pool_size=2)
+        factory = make_sessionmaker(engine)
+        with session_scope(factory) as session:
+            tenant_id = tenants.create_tenant(session, "eval").id
+        for body in load(args.train):  # one event per trajectory, in arrival order
+            with session_scope(factory) as session:
+                event_id = ingestion.accept(session, tenant_id, [body]).event_id
+            with session_scope(factory) as session:
+                pipeline.process_ingest(session, event_id, embedder=embedder, settings=settings)
+
+        with session_scope(factory) as session:
+            rows = session.scalars(
+                select(Experience)
+                .where(Experience.tenant_id == tenant_id, Experience.status == ExperienceStatus.ACTIVE)
+                .order_by(Experience.polarity, (Experience.successes + Experience.failures).desc())
+            ).all()
+            experiences = [
+                {"polarity": r.polarity.value, "template": r.action_template, "example": r.action_example,
+                 "reason": r.reason, "support": [r.successes, r.failures, r.distinct_agents], "text": r.text,
+                 "cluster_id": str(r.cluster_id)}
+                for r in rows
+            ]  # fmt: skip
+            do_by_cluster: dict[str, list[str]] = {}
+            for e in experiences:
+                if e["polarity"] == Polarity.DO.value:
+                    do_by_cluster.setdefault(e["cluster_id"], []).append(e["template"])
+
+            checks = []
+            for body in load(args.test):
+                for step in body["steps"]:
+                    vector = embedder.embed_query(normalize_observation(step["observation"]))
+                    nearest = distillation.nearest_cluster(
+                        session, tenant_id, body.get("domain") or "", vector
+                    )
+                    cluster = str(nearest[0].id) if nearest else None
+                    templates = do_by_cluster.get(cluster or "", [])
+                    checks.append(
+                        {"variation": body["metadata"].get("variation"), "gold": step["action"],
+                         "similarity": round(nearest[1], 3) if nearest else None,
+                         "hit": any(fits(t, step["action"], body["task"]) for t in templates),
+                         "do_templates": templates[:6]}
+                    )  # fmt: skip
+        engine.dispose()
+    finally:
+        postgres.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+    hits = sum(c["hit"] for c in checks)
+    print(f"experiences: {sum(e['polarity'] == 'do' for e in experiences)} do, "
+          f"{sum(e['polarity'] == 'avoid' for e in experiences)} avoid")  # fmt: skip
+    for e in experiences:
+        line = f"  [{e['polarity']:<5}] {e['template']:<45} e.g. {e['example']:<35} {e['reason']:<22}"
+        print(f"{line} {e['support']}")
+    print(f"\nheld-out steps whose gold action fits a `do` of the nearest cluster: {hits}/{len(checks)}")
+    for c in checks:
+        print(
+            f"  v{c['variation']} {'HIT ' if c['hit'] else 'miss'} sim={c['similarity']} gold={c['gold']!r}"
+        )
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps({"experiences": experiences, "checks": checks}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

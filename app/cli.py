@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from pathlib import Path
 from typing import Annotated
 
 import httpx
@@ -182,6 +183,9 @@ def bench_evolve(
     trajectories: Annotated[int, typer.Option(help="Generated 20-step trajectories to distill.")] = 200,
     per_event: Annotated[int, typer.Option(help="Trajectories per ingest event.")] = 10,
     seed: int = 7,
+    data: Annotated[
+        Path | None, typer.Option(help="JSONL of recorded trajectories instead of generated ones.")
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
 ) -> None:
     """Distillation throughput of one worker process, observation cache share and dedup rate."""
@@ -193,6 +197,7 @@ def bench_evolve(
         trajectories=trajectories,
         per_event=per_event,
         seed=seed,
+        data=data,
         echo=lambda t: typer.echo(t, err=True),
     )
     typer.echo(json.dumps(result, indent=2) if json_out else result["summary"])

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from sqlalchemy.orm import Session
 
 from app.embedding import Embedder
@@ -77,15 +78,19 @@ def assign(
         distillation.lock_clusters(session, tenant_id, domain)
         # A situation repeated within this pass joins the cluster found for it the first time.
         seen: dict[str, StateCluster] = {}
+        # Clusters opened or moved in this pass: their new centroids are not in the database yet.
+        touched: dict[uuid.UUID, StateCluster] = {}
         for step in (s for s in steps if s.domain == domain):
             key = keys[step.step_id]
             digest = key_hash(key)
             vector = vectors[digest]
             cluster = seen.get(digest)
             if cluster is None:
-                nearest = distillation.nearest_cluster(session, tenant_id, domain, vector)
-                if nearest is not None and nearest[1] >= threshold:
-                    cluster = nearest[0]
+                best = _closest(
+                    distillation.nearest_cluster(session, tenant_id, domain, vector), touched, vector
+                )
+                if best is not None and best[1] >= threshold:
+                    cluster = best[0]
                     distillation.absorb(cluster, vector)
                 else:
                     cluster = distillation.new_cluster(
@@ -93,9 +98,11 @@ def assign(
                     )
                     created += 1
                 seen[digest] = cluster
+                touched[cluster.id] = cluster
             else:
                 distillation.absorb(cluster, vector)
             situations[step.step_id] = StepSituation(step.step_id, key, vector, cluster.id)
+    session.flush()
     distillation.set_situations(session, list(situations.values()), embedder.model_name)
     stats = SituationStats(
         steps=len(steps),
@@ -105,3 +112,18 @@ def assign(
         clusters_created=created,
     )
     return situations, stats
+
+
+def _closest(
+    stored: tuple[StateCluster, float] | None, touched: dict[uuid.UUID, StateCluster], vector: list[float]
+) -> tuple[StateCluster, float] | None:
+    """The better of the database's nearest cluster and the clusters this pass touched."""
+    best = stored
+    if touched:
+        rows = list(touched.values())
+        centroids = np.asarray([c.centroid for c in rows], dtype=np.float64)
+        similarity = centroids @ np.asarray(vector, dtype=np.float64)
+        index = int(np.argmax(similarity))
+        if best is None or float(similarity[index]) > best[1]:
+            best = (rows[index], float(similarity[index]))
+    return best

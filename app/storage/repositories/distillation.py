@@ -64,20 +64,25 @@ def lock_clusters(session: Session, tenant_id: uuid.UUID, domain: str) -> None:
     session.execute(
         text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": f"clusters:{tenant_id}:{domain}"}
     )
+    # Filtered HNSW scans keep looking until they find enough rows of this tenant and domain.
+    session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
 
 
 def nearest_cluster(
     session: Session, tenant_id: uuid.UUID, domain: str, vector: Sequence[float]
 ) -> tuple[StateCluster, float] | None:
-    """The tenant's cluster in `domain` closest to `vector`, with its cosine similarity."""
-    session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
+    """The tenant's stored cluster in `domain` closest to `vector`, with its cosine similarity.
+
+    Centroids moved in this transaction but not flushed are not seen; callers compare those themselves.
+    """
     distance = StateCluster.centroid.cosine_distance(vector)
-    row = session.execute(
-        select(StateCluster, distance.label("distance"))
-        .where(StateCluster.tenant_id == tenant_id, StateCluster.domain == domain)
-        .order_by(distance)
-        .limit(1)
-    ).first()
+    with session.no_autoflush:
+        row = session.execute(
+            select(StateCluster, distance.label("distance"))
+            .where(StateCluster.tenant_id == tenant_id, StateCluster.domain == domain)
+            .order_by(distance)
+            .limit(1)
+        ).first()
     if row is None:
         return None
     return row[0], 1.0 - float(row[1])
@@ -102,7 +107,6 @@ def new_cluster(
         embedding_model=model,
     )
     session.add(cluster)
-    session.flush()
     return cluster
 
 

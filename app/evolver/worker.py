@@ -12,6 +12,7 @@ import redis
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from app.config import get_settings
+from app.embedded import die_with_parent
 from app.embedding import get_embedder
 from app.evolver import heartbeat
 
@@ -34,7 +35,9 @@ def _housekeeping() -> None:
 
 
 @worker_process_init.connect
-def _load_model(**_: Any) -> None:
+def _init_pool_process(**_: Any) -> None:
+    # A pool process outlives a hard-killed worker unless told to follow it.
+    die_with_parent()
     # Load the model when the process starts, so the first job does not pay for it.
     get_embedder().warm()
 

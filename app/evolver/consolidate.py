@@ -23,6 +23,7 @@ class ConsolidationStats:
 
     merged: int = 0
     retired_low_utility: int = 0
+    retired_conflicting: int = 0
     retired_over_cap: int = 0
 
 
@@ -61,6 +62,8 @@ def consolidate(session: Session, tenant_id: uuid.UUID, settings: Settings) -> C
     for rows in groups.values():
         stats.merged += _merge_group(session, rows, settings.merge_threshold)
 
+    stats.retired_conflicting = _resolve_conflicts(session, live)
+
     by_cluster: dict[uuid.UUID | None, list[Experience]] = defaultdict(list)
     for row in live:
         if row.status == ExperienceStatus.ACTIVE and row.cluster_id is not None:
@@ -74,6 +77,28 @@ def consolidate(session: Session, tenant_id: uuid.UUID, settings: Settings) -> C
             stats.retired_over_cap += 1
     session.flush()
     return stats
+
+
+def _resolve_conflicts(session: Session, rows: list[Experience]) -> int:
+    """Where one cluster says both `do X` and `avoid X`, keep the side with more evidence (ties: avoid)."""
+    sides: dict[tuple[uuid.UUID | None, str], dict[str, list[Experience]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for row in rows:
+        if row.status == ExperienceStatus.ACTIVE and row.cluster_id is not None:
+            sides[(row.cluster_id, row.action_template)][row.polarity.value].append(row)
+    retired = 0
+    for by_polarity in sides.values():
+        if len(by_polarity) < 2:
+            continue
+        weight = {p: sum(r.successes + r.failures for r in group) for p, group in by_polarity.items()}
+        loser, winner = ("do", "avoid") if weight["do"] <= weight["avoid"] else ("avoid", "do")
+        for row in by_polarity[loser]:
+            _retire(
+                session, row, "conflict", {"evidence": weight[loser], "other_side_evidence": weight[winner]}
+            )
+            retired += 1
+    return retired
 
 
 def _merge_group(session: Session, rows: list[Experience], threshold: float) -> int:

@@ -78,11 +78,18 @@ def consolidate_experiences() -> dict[str, int]:
     """Consolidate every tenant's experiences, one transaction per tenant."""
     with session_scope() as session:
         tenant_ids = consolidate.tenants_with_experiences(session)
-    totals = {"tenants": len(tenant_ids), "merged": 0, "retired_low_utility": 0, "retired_over_cap": 0}
+    totals = {
+        "tenants": len(tenant_ids),
+        "merged": 0,
+        "retired_low_utility": 0,
+        "retired_conflicting": 0,
+        "retired_over_cap": 0,
+    }
     for tenant_id in tenant_ids:
         with session_scope() as session:
             stats = consolidate.consolidate(session, tenant_id, get_settings())
         totals["merged"] += stats.merged
         totals["retired_low_utility"] += stats.retired_low_utility
+        totals["retired_conflicting"] += stats.retired_conflicting
         totals["retired_over_cap"] += stats.retired_over_cap
     return totals

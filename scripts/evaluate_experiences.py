@@ -24,6 +24,7 @@ from app.config import get_settings
 from app.embedded import scratch_database
 from app.embedding import get_embedder
 from app.evolver import pipeline
+from app.evolver.consolidate import consolidate
 from app.evolver.normalize import normalize_observation
 from app.ingestion import service as ingestion
 from app.storage.models import Experience, ExperienceStatus, Polarity
@@ -74,6 +75,9 @@ def main() -> int:
             with session_scope(factory) as session:
                 pipeline.process_ingest(session, event_id, embedder=embedder, settings=settings)
 
+        with session_scope(factory) as session:  # what the periodic consolidation would do next
+            consolidated = consolidate(session, tenant_id, settings)
+        print(f"consolidation: {consolidated}")
         with session_scope(factory) as session:
             rows = session.scalars(
                 select(Experience)

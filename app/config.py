@@ -55,16 +55,6 @@ class Settings(BaseSettings):
     retire_below_utility: float = Field(default=0.3, ge=0, le=1)
     retire_min_observations: float = Field(default=10.0, ge=0, description="alpha + beta before retiring.")
 
-    @property
-    def embedded_database(self) -> bool:
-        """True when `skillfoundry up` must start its own PostgreSQL."""
-        return not self.database_url
-
-    @property
-    def embedded_redis(self) -> bool:
-        """True when `skillfoundry up` must start its own Redis."""
-        return not self.redis_url
-
     def require_database_url(self) -> str:
         """The database URL, or a clear error telling how to get one."""
         if not self.database_url:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import logging
 import os
 import shutil
@@ -74,7 +75,10 @@ class EmbeddedRedis:
         """Where the server listens (a short temp path if the data directory's is too long)."""
         path = self.directory / "redis.sock"
         if len(str(path)) > MAX_SOCKET_PATH:
-            path = Path(tempfile.gettempdir()) / f"skillfoundry-redis-{abs(hash(str(self.directory)))}.sock"
+            path = (
+                Path(tempfile.gettempdir())
+                / f"skillfoundry-redis-{hashlib.sha256(bytes(self.directory)).hexdigest()[:16]}.sock"
+            )
         return path
 
     def start(self, timeout_s: float = 10.0) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import re
 import sys
 from pathlib import Path
@@ -62,8 +61,6 @@ def main() -> int:
     parser.add_argument("--json", dest="json_out", help="Also write the results to this file.")
     args = parser.parse_args()
 
-    # Jobs run here, not through a broker: the ingest service's after-commit send has nowhere to go.
-    logging.getLogger("app.storage.session").setLevel(logging.ERROR)
     settings = get_settings()
     embedder = get_embedder()
     with scratch_database("sfeval-") as factory:
@@ -71,7 +68,7 @@ def main() -> int:
             tenant_id = tenants.create_tenant(session, "eval").id
         for body in load(args.train):  # one event per trajectory, in arrival order
             with session_scope(factory) as session:
-                event_id = ingestion.accept(session, tenant_id, [body]).event_id
+                event_id = ingestion.accept(session, tenant_id, [body], schedule=False).event_id
             with session_scope(factory) as session:
                 pipeline.process_ingest(session, event_id, embedder=embedder, settings=settings)
 

@@ -8,7 +8,6 @@ on each event, timed. The yardstick is the model's own encode rate on the same r
 from __future__ import annotations
 
 import json
-import logging
 import random
 import time
 from collections.abc import Callable
@@ -37,8 +36,6 @@ def run_evolve_bench(
     data: Path | None = None,
 ) -> dict[str, Any]:
     """Distill `trajectories` trajectories (generated, or read from `data`) in events of `per_event`."""
-    # Jobs are run here, not sent: the ingest service's after-commit send has no broker to reach.
-    logging.getLogger("app.storage.session").setLevel(logging.ERROR)
     rng = random.Random(seed)  # noqa: S311 - reproducible data, not secrets
     if data is not None:
         recorded = [json.loads(line) for line in data.read_text().splitlines() if line.strip()]
@@ -60,7 +57,9 @@ def run_evolve_bench(
         for start in range(0, trajectories, per_event):
             with session_scope(factory) as session:
                 event_ids.append(
-                    ingestion.accept(session, tenant_id, bodies[start : start + per_event]).event_id
+                    ingestion.accept(
+                        session, tenant_id, bodies[start : start + per_event], schedule=False
+                    ).event_id
                 )
 
         totals: dict[str, float] = {}

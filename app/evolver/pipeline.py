@@ -24,7 +24,7 @@ from app.evolver.extract import (
     template_action,
 )
 from app.evolver.llm import Polisher
-from app.storage.models import EventStatus, Trajectory, TrajectoryStep
+from app.storage.models import EventStatus, Trajectory
 from app.storage.repositories import distillation, events, trajectories
 from app.storage.repositories.distillation import StepSituation
 
@@ -92,10 +92,6 @@ def process_ingest(
 
 def _domain_of(row: Trajectory) -> str:
     return row.domain or ""
-
-
-def _domain(rows: Any, step: TrajectoryStep) -> str:
-    return next(_domain_of(r) for r in rows if r.id == step.trajectory_id)
 
 
 def _views(rows: Any, steps: Any, placed: dict[uuid.UUID, StepSituation]) -> list[TrajectoryView]:

@@ -43,9 +43,17 @@ def request_hash(items: list[dict[str, Any]]) -> str:
 
 
 def accept(
-    session: Session, tenant_id: uuid.UUID, items: list[dict[str, Any]], *, idempotency_key: str | None = None
+    session: Session,
+    tenant_id: uuid.UUID,
+    items: list[dict[str, Any]],
+    *,
+    idempotency_key: str | None = None,
+    schedule: bool = True,
 ) -> Accepted:
-    """Store `items` (dumped TrajectoryIn) and schedule their embedding after commit."""
+    """Store `items` (dumped TrajectoryIn) and, unless told not to, send their processing job after commit.
+
+    `schedule=False` is for callers that run the job themselves in-process (benchmarks, evaluations).
+    """
     if idempotency_key is not None:
         digest = request_hash(items)
         previous = idempotency.claim(session, tenant_id, idempotency_key, digest)
@@ -62,5 +70,6 @@ def accept(
     accepted = Accepted(trajectory_ids=ids, event_id=event.id)
     if idempotency_key is not None:
         idempotency.save_response(session, tenant_id, idempotency_key, ACCEPTED, accepted.as_json())
-    send_after_commit(session, TaskName.PROCESS_INGEST, event.id)
+    if schedule:
+        send_after_commit(session, TaskName.PROCESS_INGEST, event.id)
     return accepted

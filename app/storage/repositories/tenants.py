@@ -35,11 +35,6 @@ def create_tenant(session: Session, name: str) -> Tenant:
     return tenant
 
 
-def tenant_by_name(session: Session, name: str) -> Tenant | None:
-    """The tenant of that name, if any."""
-    return session.scalars(select(Tenant).where(Tenant.name == name)).one_or_none()
-
-
 def any_tenant(session: Session) -> bool:
     """Whether the database holds any tenant yet (first start creates one)."""
     return session.scalars(select(Tenant.id).limit(1)).first() is not None

@@ -54,6 +54,41 @@ class Settings(BaseSettings):
     max_experiences_per_cluster: int = Field(default=20, ge=1)
     retire_below_utility: float = Field(default=0.3, ge=0, le=1)
     retire_min_observations: float = Field(default=10.0, ge=0, description="alpha + beta before retiring.")
+    # Consolidation: `do` lessons of one cluster that made one move on different objects their tasks do not
+    # name become one `<task:CATEGORY>` lesson, when a shared task word clearly names what the objects are.
+    generalise_experiences: bool = Field(default=True, description="Merge lessons into category slots.")
+    generalise_min_similarity: float = Field(
+        default=0.4, ge=-1, le=1, description="Cosine of the category word to the objects' mean embedding."
+    )
+    generalise_margin: float = Field(
+        default=0.1, ge=0, le=2, description="How far the category word must beat the runner-up word."
+    )
+    generalise_min_examples: int = Field(default=2, ge=2, description="Distinct objects before generalising.")
+
+    # Skills (evolver II): task clusters, distillation and collective refinement.
+    task_cluster_threshold: float = Field(
+        # On ScienceWorld, tasks of one type are at least 0.84 alike and of different types at most 0.82.
+        default=0.83,
+        gt=0,
+        le=1,
+        description="Cosine similarity of task texts to share a task cluster.",
+    )
+    skill_min_successes: int = Field(default=2, ge=1, description="Successful runs before a strategy skill.")
+    skill_runs_per_cluster: int = Field(default=200, ge=1, description="Newest runs a distillation reads.")
+    skill_refine_min_runs: int = Field(default=3, ge=1, description="New runs of a group before refining.")
+    skill_refine_min_agents: int = Field(default=2, ge=1, description="Distinct agents before refining.")
+    skill_failure_spike: float = Field(
+        default=0.5, ge=0, le=1, description="Failure share of new runs that refines with fewer agents."
+    )
+    skill_rewrite_share: float = Field(
+        default=0.5, ge=0, le=1, description="Body share an edit may change without a rewrite reason."
+    )
+    skill_retire_below: float = Field(
+        default=0.25, ge=0, le=1, description="Success rate of runs using a skill below which it retires."
+    )
+    max_functional_skills: int = Field(default=10, ge=0, description="Functional skills per domain.")
+    atomic_min_uses: int = Field(default=3, ge=1, description="Uses of a verb before an atomic skill.")
+    skill_evolve_every_s: float = Field(default=300.0, gt=0, description="Period of the beat-driven cycle.")
 
     def require_database_url(self) -> str:
         """The database URL, or a clear error telling how to get one."""

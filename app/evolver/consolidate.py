@@ -1,4 +1,9 @@
-"""Consolidation: merge near-duplicates that slipped through, retire the confidently useless, cap clusters."""
+"""Consolidation: merge near-duplicates that slipped through, retire the confidently useless, cap clusters.
+
+With an embedder, `do` lessons that made one move on different objects of a category their tasks
+name ("focus on dove", "focus on blue jay" for "find a(n) animal") first merge into one lesson with
+a category slot (`focus on <task:animal>`); see `generalise`.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.config import Settings
-from app.storage.models import Experience, ExperienceStatus, utcnow
+from app.embedding import Embedder
+from app.evolver import generalise
+from app.storage.models import Experience, ExperienceStatus, Polarity, utcnow
 from app.storage.repositories import audit, distillation
 
 ACTOR = "system:consolidation"
@@ -25,6 +32,8 @@ class ConsolidationStats:
     retired_low_utility: int = 0
     retired_conflicting: int = 0
     retired_over_cap: int = 0
+    generalised: int = 0
+    merged_into_general: int = 0
 
 
 def utility(row: Experience) -> float:
@@ -32,8 +41,13 @@ def utility(row: Experience) -> float:
     return row.alpha / (row.alpha + row.beta)
 
 
-def consolidate(session: Session, tenant_id: uuid.UUID, settings: Settings) -> ConsolidationStats:
-    """One pass over a tenant's active experiences; every change is audited."""
+def consolidate(
+    session: Session, tenant_id: uuid.UUID, settings: Settings, *, embedder: Embedder | None = None
+) -> ConsolidationStats:
+    """One pass over a tenant's active experiences; every change is audited.
+
+    Category slots need the embedder: without one (or with `generalise_experiences` off) none are made.
+    """
     stats = ConsolidationStats()
     active = session.scalars(
         select(Experience)
@@ -55,6 +69,10 @@ def consolidate(session: Session, tenant_id: uuid.UUID, settings: Settings) -> C
             stats.retired_low_utility += 1
         else:
             live.append(row)
+
+    if embedder is not None and settings.generalise_experiences:
+        created = _generalise(session, live, embedder, settings, stats)
+        live = [r for r in live if r.status == ExperienceStatus.ACTIVE] + created
 
     groups: dict[tuple[uuid.UUID | None, str], list[Experience]] = defaultdict(list)
     for row in live:
@@ -127,6 +145,126 @@ def _merge_group(session: Session, rows: list[Experience], threshold: float) -> 
             gone.add(j)
             merged += 1
     return merged
+
+
+def _generalise(
+    session: Session,
+    rows: list[Experience],
+    embedder: Embedder,
+    settings: Settings,
+    stats: ConsolidationStats,
+) -> list[Experience]:
+    """Apply the proposed category slots; returns the lessons it created."""
+    do = [r for r in rows if r.polarity == Polarity.DO and r.cluster_id is not None]
+    lessons = [
+        generalise.Lesson(
+            id=r.id,
+            cluster_id=r.cluster_id,
+            template=r.action_template,
+            task=r.task,
+            support=r.successes + r.failures,
+            example=r.action_example,
+            examples=generalise.examples_of(r.slots),
+        )
+        for r in do
+        if r.cluster_id is not None  # for mypy: `do` has only clustered rows
+    ]
+    config = generalise.GeneraliseConfig(
+        min_similarity=settings.generalise_min_similarity,
+        min_margin=settings.generalise_margin,
+        min_examples=settings.generalise_min_examples,
+    )
+    by_id = {r.id: r for r in do}
+    created: list[Experience] = []
+    others = [r.action_example for r in rows if r.polarity != Polarity.DO]
+    scorer = generalise.embedding_scorer(embedder)
+    for proposal in generalise.propose(lessons, scorer, config, other_actions=others):
+        members = [by_id[i] for i in proposal.members]
+        target = by_id[proposal.into] if proposal.into is not None else None
+        if target is None:
+            key = generalise.dedup_key(proposal.cluster_id, proposal.template)
+            if distillation.experience_by_key(session, members[0].tenant_id, key) is not None:
+                continue  # retired before under this very template: do not bring it back
+            target = _general_lesson(session, proposal, members[0], key, embedder)
+            created.append(target)
+            action = "experience.generalise"
+        else:
+            action = "experience.generalise_more"
+        # A new list, so that the JSONB column sees the change.
+        target.slots = generalise.slots_for(
+            proposal.template, list(members[0].slots), proposal.category, proposal.examples
+        )
+        for row in members:
+            distillation.move_evidence(session, source=row, target=target)
+            # The Beta evidence of every merged lesson counts for the general one.
+            target.alpha += row.alpha - 1.0
+            target.beta += row.beta - 1.0
+            _retire(session, row, "merged", {"into": str(target.id), "generalised_as": proposal.template})
+        audit.record(
+            session,
+            target.tenant_id,
+            actor=ACTOR,
+            action=action,
+            target_type="experience",
+            target_id=str(target.id),
+            detail={
+                "template": proposal.template,
+                "category": proposal.category,
+                "similarity": round(proposal.similarity, 4),
+                "runner_up": proposal.runner_up,
+                "runner_up_similarity": (
+                    round(proposal.runner_up_similarity, 4)
+                    if proposal.runner_up_similarity is not None
+                    else None
+                ),
+                "examples": list(proposal.examples),
+                "merged": [str(r.id) for r in members],
+            },
+        )
+        stats.generalised += 1
+        stats.merged_into_general += len(members)
+    session.flush()
+    return created
+
+
+def _general_lesson(
+    session: Session,
+    proposal: generalise.Generalisation,
+    model: Experience,
+    key: str,
+    embedder: Embedder,
+) -> Experience:
+    """A new, empty `do` lesson with the proposal's template, worded from its best-supported member."""
+    text = generalise.render_text(model.situation, proposal.template, proposal.category)
+    row = Experience(
+        id=uuid.uuid4(),
+        tenant_id=model.tenant_id,
+        domain=model.domain,
+        cluster_id=proposal.cluster_id,
+        skill_id=model.skill_id,
+        polarity=Polarity.DO,
+        status=ExperienceStatus.ACTIVE,
+        text=text,
+        text_source="heuristic",
+        llm_model=None,
+        action_template=proposal.template,
+        action_example=model.action_example,
+        slots=[],
+        situation=model.situation,
+        task=model.task,
+        reason=model.reason,
+        dedup_key=key,
+        successes=0,
+        failures=0,
+        distinct_agents=0,
+        alpha=1.0,
+        beta=1.0,
+        embedding=embedder.embed_documents([text])[0],
+        embedding_model=embedder.model_name,
+    )
+    session.add(row)
+    session.flush()
+    return row
 
 
 def _retire(session: Session, row: Experience, why: str, detail: dict[str, object]) -> None:

@@ -79,6 +79,16 @@ class ExperienceNotFound(NotFound):
     message = "No experience with this id is visible to this API key."
 
 
+class SkillNotFound(NotFound):
+    code = "skill_not_found"
+    message = "No skill with this id is visible to this API key."
+
+
+class SkillVersionNotFound(NotFound):
+    code = "skill_version_not_found"
+    message = "This skill has no such version; list them with GET /v1/skills/{id}/versions."
+
+
 class ApiKeyNotFound(NotFound):
     code = "api_key_not_found"
     message = "No API key with this id in this tenant."
@@ -98,6 +108,11 @@ class Conflict(AppError):
 class IdempotencyKeyReused(Conflict):
     code = "idempotency_key_reused"
     message = "This Idempotency-Key was already used with a different request body; use a new key."
+
+
+class VersionConflict(Conflict):
+    code = "version_conflict"
+    message = "The skill's head moved since you read it; read it again and retry against the new head."
 
 
 class TenantExists(Conflict):
@@ -121,6 +136,11 @@ class ValidationFailed(AppError):
     status_code = 422
     code = "validation_error"
     message = "The request does not match the schema; see `detail` for each problem."
+
+
+class InvalidSkill(ValidationFailed):
+    code = "invalid_skill"
+    message = "The SKILL.md does not pass validation."
 
 
 class RateLimited(AppError):

@@ -12,7 +12,7 @@ from app import __version__
 from app.api import errors
 from app.api.middleware import BodySizeLimit
 from app.api.ratelimit import RateLimiter
-from app.api.routes import events, experiences, health, keys, trajectories
+from app.api.routes import events, experiences, health, keys, skills, trajectories
 from app.config import Settings, get_settings
 from app.limits import DESCRIPTION, MAX_REQUEST_BYTES
 from app.storage.session import make_engine, make_sessionmaker
@@ -25,6 +25,7 @@ def api_router() -> APIRouter:
     v1.include_router(trajectories.router)
     v1.include_router(events.router)
     v1.include_router(experiences.router)
+    v1.include_router(skills.router)
     return v1
 
 

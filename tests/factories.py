@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.storage.models import Experience, Polarity, Scope, StateCluster, Tenant
+from app.skill_md import EVIDENCE, PROCEDURE, WHEN_TO_USE, Section, SkillDocument
+from app.skills import service as skill_service
+from app.storage.models import (
+    Experience,
+    Polarity,
+    Scope,
+    Skill,
+    SkillEventKind,
+    SkillLevel,
+    SkillVersion,
+    StateCluster,
+    Tenant,
+)
+from app.storage.repositories import skills as skill_repo
 from app.storage.repositories import tenants
+from app.storage.repositories.skills import EvidenceRow
 
 
 def make_tenant(session: Session, name: str | None = None) -> Tenant:
@@ -97,5 +112,70 @@ def make_experience(session: Session, tenant: Tenant, **overrides: Any) -> Exper
     values.update(overrides)
     row = Experience(**values)
     session.add(row)
+    session.commit()
+    return row
+
+
+# Skills (issue 4); imported here so the factories above stay untouched. Hoist when convenient.
+
+
+EVOLVER = skill_service.Authorship(actor="evolver", distiller="heuristic")
+
+
+def skill_doc(
+    name: str, *, steps: tuple[str, ...] = ("activate stove",), description: str = ""
+) -> SkillDocument:
+    """A valid SKILL.md document whose procedure is `steps`."""
+    return SkillDocument(
+        name=name,
+        description=description or f"Boil water on a stove. Use when a task asks for {name}.",
+        metadata={"domain": "kitchen"},
+        sections=(
+            Section(WHEN_TO_USE, "- The task names water and heat."),
+            Section(PROCEDURE, "\n".join(f"{i}. `{step}`" for i, step in enumerate(steps, start=1))),
+            Section(EVIDENCE, f"{len(steps)} steps."),
+        ),
+    )
+
+
+def make_skill(
+    session: Session,
+    tenant: Tenant,
+    name: str | None = None,
+    *,
+    level: SkillLevel = SkillLevel.STRATEGY,
+    domain: str = "kitchen",
+    evidence: Sequence[EvidenceRow] = (),
+    files: dict[str, str] | None = None,
+) -> Skill:
+    """A skill of `tenant` with version 1, written by the service as the evolver would."""
+    name = name or f"boil-water-{uuid.uuid4().hex[:6]}"
+    doc = skill_doc(name)
+    skill = skill_repo.add_skill(
+        session, tenant_id=tenant.id, domain=domain, name=name, level=level, source_key=f"test:{name}",
+        task_cluster_id=None, description=doc.description, embedding=unit_vector(1.0),
+        embedding_model="test-model",
+    )  # fmt: skip
+    skill_service.write_version(
+        session, skill, doc, expected_head=0, change=SkillEventKind.CREATED, author=EVOLVER,
+        evidence=evidence, files=files, reason="a test skill",
+    )  # fmt: skip
+    session.commit()
+    return skill
+
+
+def improve_skill(
+    session: Session,
+    skill: Skill,
+    *,
+    steps: tuple[str, ...] = ("fill pot with water", "activate stove"),
+    evidence: Sequence[EvidenceRow] = (),
+) -> SkillVersion:
+    """Write the next version of `skill` with a new procedure (a real diff against its head)."""
+    row = skill_service.write_version(
+        session, skill, skill_doc(skill.name, steps=steps), expected_head=skill.head_version,
+        change=SkillEventKind.IMPROVED, author=EVOLVER, evidence=evidence, reason="new evidence",
+    )  # fmt: skip
+    assert row is not None
     session.commit()
     return row

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -158,6 +159,27 @@ class TestUp:
             assert bot_key, cli.stdout
             with httpx.Client(base_url=base) as http:
                 assert http.get("/v1/ping", headers=auth(bot_key.group(0))).json()["scopes"] == ["agent"]
+                more = http.post(
+                    "/v1/trajectories", json=[make_trajectory(3), make_trajectory(3)], headers=auth(key)
+                )
+                assert wait_for_event(http.get, more.json()["event_id"], key)["status"] == "SUCCEEDED"
+            # A skill cycle through the CLI; the exported library passes the reference validator.
+            cycle = subprocess.run(
+                [sys.executable, "-m", "app.cli", "evolve", "--url", base, "--api-key", key],
+                capture_output=True, text=True, check=True, timeout=300,
+            )  # fmt: skip
+            assert json.loads(cycle.stdout)["created"] >= 1, cycle.stdout
+            exported = subprocess.run(
+                [sys.executable, "-m", "app.cli", "export", str(tmp_path / "library"), "--url", base,
+                 "--api-key", key],
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            assert "wrote" in exported.stdout
+            folders = sorted((tmp_path / "library").iterdir())
+            assert folders
+            agentskills = Path(sys.executable).parent / "agentskills"
+            for folder in folders:
+                subprocess.run([str(agentskills), "validate", str(folder)], check=True, capture_output=True)
         finally:
             assert first.interrupt() == 0
         assert "Stopped." in first.log.read_text()

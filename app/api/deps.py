@@ -101,6 +101,12 @@ async def agent_key(principal: Annotated[Principal, Depends(authenticate)]) -> P
     return principal
 
 
+async def reviewer_key(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+    """A key that may review: edit experiences, roll skills back (reviewer or admin)."""
+    principal.require(Scope.REVIEWER)
+    return principal
+
+
 async def admin_key(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
     """An admin key."""
     principal.require(Scope.ADMIN)
@@ -109,4 +115,5 @@ async def admin_key(principal: Annotated[Principal, Depends(authenticate)]) -> P
 
 CurrentKey = Annotated[Principal, Depends(any_key)]
 CurrentAgent = Annotated[Principal, Depends(agent_key)]
+ReviewerKey = Annotated[Principal, Depends(reviewer_key)]
 AdminKey = Annotated[Principal, Depends(admin_key)]

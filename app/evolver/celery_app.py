@@ -48,6 +48,11 @@ def create_celery(settings: Settings) -> Celery:
                 "schedule": 600.0,
                 "options": {"expires": 600, "queue": Queue.MAINTENANCE.value},
             },
+            "evolve-skills": {
+                "task": TaskName.EVOLVE_ALL_SKILLS.value,
+                "schedule": settings.skill_evolve_every_s,
+                "options": {"expires": settings.skill_evolve_every_s, "queue": Queue.SKILLS.value},
+            },
         },
     )
     return celery

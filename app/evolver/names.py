@@ -8,15 +8,19 @@ import enum
 class Queue(enum.StrEnum):
     INGEST = "ingest"
     MAINTENANCE = "maintenance"
+    SKILLS = "skills"
 
 
 class TaskName(enum.StrEnum):
     PROCESS_INGEST = "ingest.process_event"
     CONSOLIDATE = "maintenance.consolidate"
     SWEEP_STALE_EVENTS = "maintenance.sweep_stale_events"
+    EVOLVE_SKILLS = "skills.evolve_event"
+    EVOLVE_ALL_SKILLS = "skills.evolve_all"
 
 
 TASK_ROUTES = {
     "ingest.*": {"queue": Queue.INGEST.value},
     "maintenance.*": {"queue": Queue.MAINTENANCE.value},
+    "skills.*": {"queue": Queue.SKILLS.value},
 }

@@ -139,6 +139,6 @@ def fail_event(session: Session, event_id: uuid.UUID, reason: str) -> None:
         events.mark_failed(event, reason)
 
 
-def stale_event_ids(session: Session, older_than: timedelta) -> list[uuid.UUID]:
-    """Ingest events whose job was lost (Redis down at send time, or a worker killed mid-task)."""
-    return [e.id for e in events.stale(session, older_than) if e.kind == "ingest"]
+def stale_events(session: Session, older_than: timedelta) -> list[tuple[uuid.UUID, str]]:
+    """Events whose job was lost (Redis down at send time, or a worker killed mid-task), with their kind."""
+    return [(e.id, e.kind) for e in events.stale(session, older_than)]

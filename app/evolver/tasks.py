@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import asdict
 from datetime import timedelta
 from functools import lru_cache
 
@@ -13,9 +14,10 @@ from sqlalchemy.exc import OperationalError
 
 from app.config import get_settings
 from app.embedding import get_embedder
-from app.evolver import consolidate, pipeline
+from app.evolver import consolidate, pipeline, skill_cycle
 from app.evolver.llm import Polisher, get_polisher
 from app.evolver.names import Queue, TaskName
+from app.storage.repositories import skills as skill_repo
 from app.storage.session import session_scope
 
 log = logging.getLogger(__name__)
@@ -65,9 +67,12 @@ def process_ingest_event(self: object, event_id: str) -> None:  # noqa: ARG001
 def sweep_stale_events() -> int:
     """Send again the jobs of events that never finished; returns how many."""
     with session_scope() as session:
-        stale = pipeline.stale_event_ids(session, STALE_AFTER)
-    for event_id in stale:
-        process_ingest_event.apply_async(args=(str(event_id),), queue=Queue.INGEST)
+        stale = pipeline.stale_events(session, STALE_AFTER)
+    for event_id, kind in stale:
+        if kind == skill_cycle.EVOLVE_EVENT:
+            evolve_skills_event.apply_async(args=(str(event_id),), queue=Queue.SKILLS)
+        else:
+            process_ingest_event.apply_async(args=(str(event_id),), queue=Queue.INGEST)
     if stale:
         log.info("re-sent %d stale ingest jobs", len(stale))
     return len(stale)
@@ -78,18 +83,51 @@ def consolidate_experiences() -> dict[str, int]:
     """Consolidate every tenant's experiences, one transaction per tenant."""
     with session_scope() as session:
         tenant_ids = consolidate.tenants_with_experiences(session)
-    totals = {
-        "tenants": len(tenant_ids),
-        "merged": 0,
-        "retired_low_utility": 0,
-        "retired_conflicting": 0,
-        "retired_over_cap": 0,
-    }
+    totals = {"tenants": len(tenant_ids)}
     for tenant_id in tenant_ids:
         with session_scope() as session:
-            stats = consolidate.consolidate(session, tenant_id, get_settings())
-        totals["merged"] += stats.merged
-        totals["retired_low_utility"] += stats.retired_low_utility
-        totals["retired_conflicting"] += stats.retired_conflicting
-        totals["retired_over_cap"] += stats.retired_over_cap
+            stats = consolidate.consolidate(session, tenant_id, get_settings(), embedder=get_embedder())
+        for name, value in asdict(stats).items():
+            totals[name] = totals.get(name, 0) + value
+    return totals
+
+
+@shared_task(
+    name=TaskName.EVOLVE_SKILLS,
+    acks_late=True,
+    soft_time_limit=900,
+    time_limit=960,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    max_retries=5,
+)
+def evolve_skills_event(event_id: str) -> None:
+    """Run the skill evolution cycle an admin asked for (idempotent per event)."""
+    try:
+        with session_scope() as session:
+            skill_cycle.run_event(
+                session, uuid.UUID(event_id), embedder=get_embedder(), settings=get_settings()
+            )
+    except pipeline.EventMissing:
+        log.warning("skills event %s does not exist; dropping the job", event_id)
+    except (OperationalError, SoftTimeLimitExceeded):
+        raise
+    except Exception as exc:
+        log.exception("skills event %s failed", event_id)
+        with session_scope() as session:
+            pipeline.fail_event(session, uuid.UUID(event_id), f"{type(exc).__name__}: {exc}")
+
+
+@shared_task(name=TaskName.EVOLVE_ALL_SKILLS, acks_late=True, soft_time_limit=900, expires=300)
+def evolve_all_skills() -> dict[str, int]:
+    """The periodic cycle: every tenant with unseen trajectories, one transaction per tenant."""
+    with session_scope() as session:
+        tenant_ids = skill_repo.tenants_with_pending(session)
+    totals = {"tenants": len(tenant_ids), "created": 0, "improved": 0, "retired": 0}
+    for tenant_id in tenant_ids:
+        with session_scope() as session:
+            stats = skill_cycle.evolve(session, tenant_id, embedder=get_embedder(), settings=get_settings())
+        totals["created"] += stats.created
+        totals["improved"] += stats.improved + stats.rewritten + stats.description_optimised
+        totals["retired"] += stats.retired
     return totals

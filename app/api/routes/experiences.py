@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from sqlalchemy.orm import Session
 
-from app.api.deps import AdminKey, CurrentKey, Principal, SessionDep, any_key
+from app.api.deps import AdminKey, CurrentKey, Principal, ReviewerKey, SessionDep
 from app.api.pagination import decode_cursor, encode_cursor
 from app.api.schemas.common import ERROR_RESPONSES
 from app.api.schemas.experiences import (
@@ -23,22 +23,13 @@ from app.api.schemas.experiences import (
 )
 from app.errors import ExperienceNotFound
 from app.limits import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
-from app.storage.models import Experience, ExperienceStatus, Polarity, Scope
+from app.storage.models import Experience, ExperienceStatus, Polarity
 from app.storage.repositories import audit, experiences
 from app.storage.repositories.experiences import ExperienceFilter
 
 MAX_PROVENANCE = 200
 
 router = APIRouter(prefix="/experiences", tags=["experiences"], responses=ERROR_RESPONSES)
-
-
-async def reviewer_key(principal: Annotated[Principal, Depends(any_key)]) -> Principal:
-    """A key that may edit experiences (reviewer or admin)."""
-    principal.require(Scope.REVIEWER)
-    return principal
-
-
-ReviewerKey = Annotated[Principal, Depends(reviewer_key)]
 
 
 @router.get("")

@@ -10,6 +10,17 @@ from app.storage.models.experience import (
     SituationEmbedding,
     StateCluster,
 )
+from app.storage.models.skill import (
+    Skill,
+    SkillEvent,
+    SkillEventKind,
+    SkillLevel,
+    SkillLink,
+    SkillStatus,
+    SkillVersion,
+    SkillVersionEvidence,
+    TaskCluster,
+)
 from app.storage.models.tenant import ApiKey, Scope, Tenant
 from app.storage.models.trajectory import Trajectory, TrajectoryStep
 
@@ -28,6 +39,15 @@ __all__ = [
     "StateCluster",
     "IdempotencyRecord",
     "Scope",
+    "Skill",
+    "SkillEvent",
+    "SkillEventKind",
+    "SkillLevel",
+    "SkillLink",
+    "SkillStatus",
+    "SkillVersion",
+    "SkillVersionEvidence",
+    "TaskCluster",
     "Tenant",
     "Trajectory",
     "TrajectoryStep",

@@ -78,6 +78,7 @@ class Experience(UUIDPk, CreatedAt, Base):
         Index("uq_experience_tenant_id_dedup_key", "tenant_id", "dedup_key", unique=True),
         Index("ix_experience_tenant_id_domain_status", "tenant_id", "domain", "status"),
         Index("ix_experience_cluster_id", "cluster_id"),
+        Index("ix_experience_skill_id", "skill_id"),
         Index(
             "ix_experience_embedding_hnsw",
             "embedding",
@@ -91,6 +92,8 @@ class Experience(UUIDPk, CreatedAt, Base):
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"))
     domain: Mapped[str] = mapped_column(String(128), default="")
     cluster_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("state_cluster.id", ondelete="SET NULL"))
+    # The skill this lesson refines (an atomic skill for its verb, or the strategy of its task cluster).
+    skill_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("skill.id", ondelete="SET NULL"))
     polarity: Mapped[Polarity] = mapped_column(_enum(Polarity, "polarity"))
     status: Mapped[ExperienceStatus] = mapped_column(
         _enum(ExperienceStatus, "experience_status"), default=ExperienceStatus.ACTIVE

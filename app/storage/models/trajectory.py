@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
@@ -33,6 +34,13 @@ class Trajectory(UUIDPk, CreatedAt, Base):
         Index("ix_trajectory_tenant_id_agent_id", "tenant_id", "agent_id"),
         Index("ix_trajectory_tenant_id_session_id", "tenant_id", "session_id"),
         Index("ix_trajectory_tenant_id_domain", "tenant_id", "domain"),
+        Index("ix_trajectory_task_cluster_id", "task_cluster_id"),
+        # The skill evolver's queue: trajectories it has not taken into account yet.
+        Index(
+            "ix_trajectory_tenant_id_skills_pending",
+            "tenant_id",
+            postgresql_where=text("skills_seen_at IS NULL"),
+        ),
     )
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"))
@@ -47,6 +55,10 @@ class Trajectory(UUIDPk, CreatedAt, Base):
     score: Mapped[float | None] = mapped_column(Float)
     meta: Mapped[dict[str, str]] = mapped_column("metadata", JSONB, default=dict)
     step_count: Mapped[int] = mapped_column(Integer)
+    task_cluster_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("task_cluster.id", ondelete="SET NULL")
+    )
+    skills_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class TrajectoryStep(UUIDPk, Base):

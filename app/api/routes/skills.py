@@ -1,0 +1,338 @@
+"""Skills: read them, their versions and history (any key); roll back (reviewer); evolve (admin)."""
+
+from __future__ import annotations
+
+import io
+import re
+import uuid
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import PurePosixPath
+from typing import Annotated
+from urllib.parse import quote
+
+from fastapi import APIRouter, Path, Query, Response
+from sqlalchemy.orm import Session
+
+from app import skill_md
+from app.api.deps import AdminKey, CurrentKey, Principal, ReviewerKey, SessionDep
+from app.api.pagination import decode_cursor, encode_cursor
+from app.api.schemas.common import ERROR_RESPONSES
+from app.api.schemas.skills import (
+    MAX_VERSION,
+    EvidenceCounts,
+    EvolveAccepted,
+    HeadOut,
+    HistoryEventOut,
+    HistoryPage,
+    RollbackIn,
+    SkillDetail,
+    SkillOut,
+    SkillPage,
+    SkillRef,
+    UtilityOut,
+    VersionDetail,
+    VersionEvidenceOut,
+    VersionOut,
+    VersionPage,
+)
+from app.errors import BadRequest, InvalidSkill, SkillNotFound, SkillVersionNotFound
+from app.evolver import skill_cycle
+from app.limits import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from app.skill_md import SKILL_FILE
+from app.skills import service
+from app.storage.models import Skill, SkillEvent, SkillEventKind, SkillLevel, SkillStatus, SkillVersion
+from app.storage.repositories import skills
+from app.storage.repositories.skills import SkillFilter
+
+MAX_EVIDENCE = 200
+MAX_HISTORY_DIFF_CHARS = 20_000
+# Events that wrote their `to_version`; the others (rolled_back, retired, rejected) only point at one.
+VERSION_EVENTS = frozenset(
+    {
+        SkillEventKind.CREATED,
+        SkillEventKind.IMPROVED,
+        SkillEventKind.DESCRIPTION_OPTIMISED,
+        SkillEventKind.REWRITTEN,
+    }
+)
+_DIGITS = re.compile(r"[0-9]+")
+
+VersionRef = Annotated[str, Path(description="A version number, `latest` (the newest) or `head`.")]
+
+router = APIRouter(tags=["skills"], responses=ERROR_RESPONSES)
+
+
+@router.get("/skills")
+def list_skills(
+    session: SessionDep,
+    key: CurrentKey,
+    level: SkillLevel | None = None,
+    domain: str | None = None,
+    status: SkillStatus | None = Query(default=None, description="Default: active and retired."),
+    tier: Annotated[str, Query(max_length=32, description="Trust tier, e.g. `unreviewed`.")] | None = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
+) -> SkillPage:
+    """The tenant's skills, newest first, a page at a time."""
+    filters = SkillFilter(level=level, domain=domain, status=status, trust_tier=tier)
+    rows, next_cursor = skills.page(
+        session, key.tenant_id, filters, cursor=decode_cursor(cursor), limit=limit
+    )
+    return SkillPage(
+        items=[_skill(row) for row in rows],
+        next_cursor=encode_cursor(next_cursor) if next_cursor else None,
+    )
+
+
+@router.get("/skills/{skill_id}")
+def get_skill(skill_id: uuid.UUID, session: SessionDep, key: CurrentKey) -> SkillDetail:
+    """One skill with its head version, parents and children."""
+    return _detail(session, _get_or_404(session, key, skill_id))
+
+
+@router.get("/skills/{skill_id}/versions")
+def list_versions(
+    skill_id: uuid.UUID,
+    session: SessionDep,
+    key: CurrentKey,
+    before: Annotated[int, Query(ge=1, le=MAX_VERSION, description="Versions below this number.")]
+    | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
+) -> VersionPage:
+    """A skill's versions, newest first; a rollback hides none of them."""
+    skill = _get_or_404(session, key, skill_id)
+    rows, next_before = skills.versions(session, skill.id, before=before, limit=limit)
+    return VersionPage(items=[_version(skill, row) for row in rows], next_before=next_before)
+
+
+@router.get("/skills/{skill_id}/versions/{v}")
+def get_version(skill_id: uuid.UUID, v: VersionRef, session: SessionDep, key: CurrentKey) -> VersionDetail:
+    """One version (a number, `latest` or `head`): its SKILL.md, files, diff and evidence."""
+    skill = _get_or_404(session, key, skill_id)
+    row = _version_or_404(session, skill, v)
+    evidence = skills.evidence_of(session, row.id, MAX_EVIDENCE)
+    return VersionDetail(
+        **_version(skill, row).model_dump(),
+        content=row.content,
+        files=dict(row.files),
+        diff=row.diff,
+        evidence_items=[
+            VersionEvidenceOut(
+                trajectory_id=e.trajectory_id, agent_id=e.agent_id, success=e.success, score=e.score
+            )
+            for e in evidence
+        ],
+    )
+
+
+@router.get(
+    "/skills/{skill_id}/versions/{v}/content",
+    response_class=Response,
+    responses={200: {"content": {"application/zip": {}}, "description": "The skill folder, zipped."}},
+)
+def download_version(skill_id: uuid.UUID, v: VersionRef, session: SessionDep, key: CurrentKey) -> Response:
+    """One version as a zip of its Agent Skills folder: `<name>/SKILL.md` and its files."""
+    skill = _get_or_404(session, key, skill_id)
+    row = _version_or_404(session, skill, v)
+    return Response(
+        content=_zip(skill_md.parse(row.content).name, row),
+        media_type="application/zip",
+        headers={"Content-Disposition": _attachment(f"{skill.name}-v{row.version}.zip")},
+    )
+
+
+@router.post("/skills/{skill_id}/rollback")
+def rollback_skill(
+    skill_id: uuid.UUID, body: RollbackIn, session: SessionDep, reviewer: ReviewerKey
+) -> SkillDetail:
+    """Point the head back at an earlier version; later versions stay listed, and it is audited."""
+    skill = service.rollback(
+        session,
+        reviewer.tenant_id,
+        skill_id,
+        to_version=body.to_version,
+        expected_head=body.expected_head,
+        actor=reviewer.actor,
+        reason=body.reason,
+    )
+    return _detail(session, skill)
+
+
+@router.get("/skills/{skill_id}/history")
+def skill_history(
+    skill_id: uuid.UUID,
+    session: SessionDep,
+    key: CurrentKey,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
+) -> HistoryPage:
+    """What happened to a skill, newest first, with the diff of each version written."""
+    skill = _get_or_404(session, key, skill_id)
+    rows, next_cursor = skills.history(session, skill.id, cursor=decode_cursor(cursor), limit=limit)
+    diffs = _diffs(session, skill, rows)
+    return HistoryPage(
+        items=[_event(row, diffs) for row in rows],
+        next_cursor=encode_cursor(next_cursor) if next_cursor else None,
+    )
+
+
+@router.post("/evolve", status_code=202)
+def evolve(session: SessionDep, admin: AdminKey) -> EvolveAccepted:
+    """Queue a skill evolution cycle for the tenant; poll the event for its result."""
+    event = skill_cycle.request(session, admin.tenant_id, actor=admin.actor)
+    return EvolveAccepted(event_id=event.id)
+
+
+def _get_or_404(session: Session, key: Principal, skill_id: uuid.UUID) -> Skill:
+    row = skills.get(session, key.tenant_id, skill_id)
+    if row is None:
+        raise SkillNotFound(detail={"id": str(skill_id)})
+    return row
+
+
+def _version_or_404(session: Session, skill: Skill, v: str) -> SkillVersion:
+    number = _version_number(skill, v)
+    row = skills.version(session, skill.id, number) if number is not None else None
+    if row is None:
+        raise SkillVersionNotFound(detail={"version": v, "latest": skill.latest_version})
+    return row
+
+
+def _version_number(skill: Skill, v: str) -> int | None:
+    """The number `v` names; None for one no version can have; `invalid_version` (400) for a non-number."""
+    if v == "latest":
+        return skill.latest_version
+    if v == "head":
+        return skill.head_version
+    if _DIGITS.fullmatch(v):
+        # Past the column's range (or Python's int-parsing limit) no version exists; do not ask.
+        return int(v) if len(v) <= len(str(MAX_VERSION)) and int(v) <= MAX_VERSION else None
+    raise BadRequest(
+        "A version is a number, `latest` or `head`.", code="invalid_version", detail={"version": v[:100]}
+    )
+
+
+def _diffs(session: Session, skill: Skill, rows: Sequence[SkillEvent]) -> dict[int, str]:
+    """The diff of each version these events wrote, by version number."""
+    wanted = {r.to_version for r in rows if r.kind in VERSION_EVENTS and r.to_version is not None}
+    found = (skills.version(session, skill.id, number) for number in sorted(wanted))
+    return {row.version: row.diff for row in found if row is not None}
+
+
+def _zip(name: str, row: SkillVersion) -> bytes:
+    """The skill folder (named as its frontmatter says, as the spec wants) zipped in memory.
+
+    Every member carries the version's time, so the same version always gives the same bytes.
+    """
+    members = {SKILL_FILE: row.content}
+    for path, data in sorted(row.files.items()):
+        members[_member_path(path)] = data
+    stamp = row.created_at.timetuple()[:6]
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for path, data in members.items():
+            info = zipfile.ZipInfo(f"{name}/{path}", date_time=stamp)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, data.encode("utf-8", "surrogatepass"))
+    return buffer.getvalue()
+
+
+def _attachment(filename: str) -> str:
+    # Skill names may hold any lowercase letter; a header is latin-1, so others go as RFC 5987.
+    if filename.isascii():
+        return f'attachment; filename="{filename}"'
+    return f"attachment; filename*=UTF-8''{quote(filename)}"
+
+
+def _member_path(path: str) -> str:
+    # A stored path that would land outside the folder (or on SKILL.md) must not reach a client's unzip.
+    pure = PurePosixPath(path)
+    if not path or "\\" in path or pure.is_absolute() or ".." in pure.parts or str(pure) == SKILL_FILE:
+        raise InvalidSkill("This version holds a file path outside its folder.", detail={"path": path[:200]})
+    return str(pure)
+
+
+def _skill(row: Skill) -> SkillOut:
+    return SkillOut(
+        id=row.id,
+        name=row.name,
+        description=row.description,
+        domain=row.domain or None,
+        level=row.level,
+        status=row.status,
+        trust_tier=row.trust_tier,
+        head_version=row.head_version,
+        latest_version=row.latest_version,
+        utility=UtilityOut(alpha=row.alpha, beta=row.beta, mean=_mean(row.alpha, row.beta)),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _detail(session: Session, skill: Skill) -> SkillDetail:
+    head = service.head(session, skill)
+    return SkillDetail(
+        **_skill(skill).model_dump(),
+        head=HeadOut(
+            version=head.version,
+            sha256=head.sha256,
+            distiller=head.distiller,
+            evidence=_counts(head),
+            created_at=head.created_at,
+        ),
+        parents=[_ref(s) for s in skills.parents(session, skill.id)],
+        children=[_ref(s) for s in skills.children(session, skill.id)],
+    )
+
+
+def _version(skill: Skill, row: SkillVersion) -> VersionOut:
+    return VersionOut(
+        version=row.version,
+        parent_version=row.parent_version,
+        sha256=row.sha256,
+        change=row.change,
+        changed_share=row.changed_share,
+        rewrite_reason=row.rewrite_reason,
+        distiller=row.distiller,
+        llm_model=row.llm_model,
+        prompt_hash=row.prompt_hash,
+        actor=row.actor,
+        evidence=_counts(row),
+        is_head=row.version == skill.head_version,
+        created_at=row.created_at,
+    )
+
+
+def _event(row: SkillEvent, diffs: Mapping[int, str]) -> HistoryEventOut:
+    wrote = row.kind in VERSION_EVENTS and row.to_version is not None
+    diff = diffs.get(row.to_version) if wrote and row.to_version is not None else None
+    truncated = diff is not None and len(diff) > MAX_HISTORY_DIFF_CHARS
+    return HistoryEventOut(
+        id=row.id,
+        kind=row.kind,
+        actor=row.actor,
+        from_version=row.from_version,
+        to_version=row.to_version,
+        reason=row.reason,
+        detail=row.detail,
+        diff=diff[:MAX_HISTORY_DIFF_CHARS] if diff is not None else None,
+        diff_truncated=truncated,
+        created_at=row.created_at,
+    )
+
+
+def _counts(row: SkillVersion) -> EvidenceCounts:
+    return EvidenceCounts(
+        runs=row.evidence_runs, successes=row.evidence_successes, failures=row.evidence_failures
+    )
+
+
+def _ref(row: Skill) -> SkillRef:
+    return SkillRef(id=row.id, name=row.name, level=row.level)
+
+
+def _mean(alpha: float, beta: float) -> float:
+    total = alpha + beta
+    return alpha / total if total > 0 else 0.5

@@ -1,0 +1,139 @@
+"""Skills, their versions and history as clients read them, and the rollback they may ask for."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.storage.models import SkillEventKind, SkillLevel, SkillStatus
+
+MAX_ROLLBACK_REASON_CHARS = 1000
+MAX_VERSION = 2**31 - 1  # skill_version.version is a PostgreSQL integer
+
+
+class UtilityOut(BaseModel):
+    alpha: float
+    beta: float
+    mean: float = Field(description="alpha / (alpha + beta): the expected chance this skill helps.")
+
+
+class EvidenceCounts(BaseModel):
+    runs: int
+    successes: int
+    failures: int
+
+
+class SkillRef(BaseModel):
+    id: uuid.UUID
+    name: str
+    level: SkillLevel
+
+
+class SkillOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    description: str = Field(description="The head version's description.")
+    domain: str | None
+    level: SkillLevel
+    status: SkillStatus
+    trust_tier: str
+    head_version: int = Field(description="The version agents get; a rollback moves it back.")
+    latest_version: int = Field(description="The newest version written; never decreases.")
+    utility: UtilityOut
+    created_at: datetime
+    updated_at: datetime
+
+
+class HeadOut(BaseModel):
+    version: int
+    sha256: str
+    distiller: str
+    evidence: EvidenceCounts
+    created_at: datetime
+
+
+class SkillDetail(SkillOut):
+    head: HeadOut
+    parents: list[SkillRef] = Field(description="Skills that name this one as a child.")
+    children: list[SkillRef] = Field(description="This skill's children, in order.")
+
+
+class SkillPage(BaseModel):
+    items: list[SkillOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
+
+
+class VersionOut(BaseModel):
+    version: int
+    parent_version: int | None
+    sha256: str
+    change: SkillEventKind = Field(description="What made this version: created, improved, rewritten, ...")
+    changed_share: float = Field(description="Share (0..1) of body lines changed from the parent.")
+    rewrite_reason: str | None
+    distiller: str
+    llm_model: str | None
+    prompt_hash: str | None
+    actor: str
+    evidence: EvidenceCounts
+    is_head: bool
+    created_at: datetime
+
+
+class VersionPage(BaseModel):
+    items: list[VersionOut]
+    next_before: int | None = Field(description="Pass as `before` for the next page; null on the last page.")
+
+
+class VersionEvidenceOut(BaseModel):
+    trajectory_id: uuid.UUID
+    agent_id: str
+    success: bool | None
+    score: float | None
+
+
+class VersionDetail(VersionOut):
+    content: str = Field(description="The full SKILL.md text.")
+    files: dict[str, str] = Field(description="The skill's other files, by path relative to its folder.")
+    diff: str = Field(description="Unified diff of SKILL.md against `parent_version`; empty for version 1.")
+    evidence_items: list[VersionEvidenceOut] = Field(
+        description="The trajectories behind this version (at most 200; `evidence.runs` counts them all)."
+    )
+
+
+class HistoryEventOut(BaseModel):
+    id: uuid.UUID
+    kind: SkillEventKind
+    actor: str
+    from_version: int | None
+    to_version: int | None
+    reason: str
+    detail: dict[str, Any]
+    diff: str | None = Field(description="For an event that wrote `to_version`, that version's diff.")
+    diff_truncated: bool = Field(description="Whether `diff` was cut; read the full one from the version.")
+    created_at: datetime
+
+
+class HistoryPage(BaseModel):
+    items: list[HistoryEventOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
+
+
+class RollbackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    to_version: int = Field(ge=1, le=MAX_VERSION, description="The version the head should point to.")
+    expected_head: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_VERSION,
+        description="The head you read; a different current head answers 409.",
+    )
+    reason: str = Field(default="", max_length=MAX_ROLLBACK_REASON_CHARS)
+
+
+class EvolveAccepted(BaseModel):
+    event_id: uuid.UUID = Field(description="Poll GET /v1/events/{event_id} for the cycle's result.")
+    status: Literal["queued"] = "queued"

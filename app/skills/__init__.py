@@ -1,0 +1,1 @@
+"""Skills as a library: immutable versions, rollback and export."""

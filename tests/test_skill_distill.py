@@ -153,6 +153,10 @@ class TestVerbs:
         assert canonical("open door to kitchen") == canonical("open door to <task:object>")
         assert canonical("open door to greenhouse") == "open <object> to <object>"
         assert canonical("move <task:object> <other:object> to red box") == "move <object> to <object>"
+
+    def test_a_number_that_tells_objects_apart_belongs_to_the_object(self) -> None:
+        assert canonical("pick up flower pot 5") == canonical("pick up flower pot 8") == "pick up <object>"
+        assert canonical("wait 1") == "wait 1"  # no object before it: the number stays
         assert canonical("look around") == "look around"
         assert canonical("pick up <task:object>") == "pick up <object>"
 

@@ -193,6 +193,8 @@ def canonical(template: str) -> str:
         if _is_object(token):
             if not out or out[-1] != SLOT:
                 out.append(SLOT)
+        elif token.strip(".,;:!?\"'()").isdigit() and out and out[-1] == SLOT:
+            continue  # "flower pot 5": a number that tells objects apart belongs to the object
         else:
             out.append(token.lower())
     return " ".join(out)

@@ -35,14 +35,12 @@ from dataclasses import asdict, dataclass, replace
 from statistics import fmean
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app import skill_md
 from app.config import Settings
 from app.embedding import Embedder
 from app.skills import service
-from app.storage.models import Skill, SkillLevel, SkillStatus
 from app.storage.repositories import skills as repo
 
 TASK_SLOT = "<task:object>"
@@ -418,21 +416,6 @@ def gold_actions(item: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def _active_strategy(session: Session, tenant_id: uuid.UUID, task_cluster_id: uuid.UUID) -> Skill | None:
-    return session.scalars(
-        select(Skill)
-        .where(
-            Skill.tenant_id == tenant_id,
-            Skill.level == SkillLevel.STRATEGY,
-            Skill.task_cluster_id == task_cluster_id,
-            Skill.status == SkillStatus.ACTIVE,
-            Skill.head_version > 0,
-        )
-        .order_by(Skill.created_at, Skill.id)
-        .limit(1)
-    ).first()
-
-
 def evaluate(
     session: Session,
     tenant_id: uuid.UUID,
@@ -442,16 +425,15 @@ def evaluate(
     settings: Settings,
 ) -> EvalReport:
     """Score the strategy skill of each held-out successful run's task cluster against that run."""
-    # The evolver's lock: clusters stay as they are while we read, and the filtered HNSW scan is the
-    # one it uses, so a task lands where the evolver would put it.
-    repo.lock_task_clusters(session, tenant_id)
+    # The filtered HNSW scan the evolver uses, so a task lands where the evolver would put it.
+    repo.use_filtered_scans(session)
     tasks = sorted({str(item["task"]) for item in held_out})
     vectors = dict(zip(tasks, embedder.embed_documents(tasks), strict=True)) if tasks else {}
     strategies: dict[uuid.UUID, _Strategy | None] = {}
 
     def strategy_of(cluster_id: uuid.UUID) -> _Strategy | None:
         if cluster_id not in strategies:
-            skill = _active_strategy(session, tenant_id, cluster_id)
+            skill = repo.active_strategy(session, tenant_id, cluster_id)
             strategies[cluster_id] = (
                 None
                 if skill is None

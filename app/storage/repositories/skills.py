@@ -58,6 +58,11 @@ def lock_task_clusters(session: Session, tenant_id: uuid.UUID) -> None:
     session.execute(
         text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": f"task-clusters:{tenant_id}"}
     )
+    use_filtered_scans(session)
+
+
+def use_filtered_scans(session: Session) -> None:
+    """Filtered HNSW scans keep looking until they find enough rows of the tenant (this transaction)."""
     session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
 
 
@@ -203,6 +208,22 @@ def get(session: Session, tenant_id: uuid.UUID, skill_id: uuid.UUID) -> Skill | 
     return session.scalars(
         select(Skill).where(Skill.tenant_id == tenant_id, Skill.id == skill_id)
     ).one_or_none()
+
+
+def active_strategy(session: Session, tenant_id: uuid.UUID, task_cluster_id: uuid.UUID) -> Skill | None:
+    """The active strategy skill of a task cluster, if any."""
+    return session.scalars(
+        select(Skill)
+        .where(
+            Skill.tenant_id == tenant_id,
+            Skill.level == SkillLevel.STRATEGY,
+            Skill.task_cluster_id == task_cluster_id,
+            Skill.status == SkillStatus.ACTIVE,
+            Skill.head_version > 0,
+        )
+        .order_by(Skill.created_at, Skill.id)
+        .limit(1)
+    ).first()
 
 
 def by_source_key(session: Session, tenant_id: uuid.UUID, source_key: str) -> Skill | None:

@@ -16,6 +16,7 @@ TABLES = {
     "tenant", "api_key", "trajectory", "trajectory_step", "event", "audit_log", "idempotency_record",
     "state_cluster", "situation_embedding", "experience", "experience_evidence",
     "task_cluster", "skill", "skill_version", "skill_version_evidence", "skill_link", "skill_event",
+    "retrieval", "retrieval_item", "retrieval_session",
 }  # fmt: skip
 
 

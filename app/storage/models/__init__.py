@@ -10,6 +10,7 @@ from app.storage.models.experience import (
     SituationEmbedding,
     StateCluster,
 )
+from app.storage.models.retrieval import ItemKind, Outcome, Retrieval, RetrievalItem, RetrievalSession
 from app.storage.models.skill import (
     Skill,
     SkillEvent,
@@ -38,6 +39,11 @@ __all__ = [
     "SituationEmbedding",
     "StateCluster",
     "IdempotencyRecord",
+    "ItemKind",
+    "Outcome",
+    "Retrieval",
+    "RetrievalItem",
+    "RetrievalSession",
     "Scope",
     "Skill",
     "SkillEvent",

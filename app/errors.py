@@ -158,3 +158,24 @@ class ServiceUnavailable(AppError):
 class DatabaseUnavailable(ServiceUnavailable):
     code = "database_unavailable"
     message = "The database is unreachable; retry shortly."
+
+
+# Retrieval feedback (issue 5).
+
+
+class RetrievalNotFound(NotFound):
+    code = "retrieval_not_found"
+    message = (
+        "No retrieval with this id is visible to this API key. A retrieval is recorded just after its "
+        "answer is sent, so feedback sent at once may arrive first: retry in a moment."
+    )
+
+
+class FeedbackExists(Conflict):
+    code = "feedback_exists"
+    message = "This retrieval already has an outcome; feedback is given once per retrieval."
+
+
+class ItemNotInRetrieval(ValidationFailed):
+    code = "item_not_in_retrieval"
+    message = "Some `used_item_ids` were not listed by this retrieval; only listed items can be used."

@@ -10,11 +10,13 @@ from fastapi import APIRouter, FastAPI
 
 from app import __version__
 from app.api import errors
+from app.api.deps import KeyCache
 from app.api.middleware import BodySizeLimit
 from app.api.ratelimit import RateLimiter
-from app.api.routes import events, experiences, health, keys, skills, trajectories
+from app.api.routes import events, experiences, health, keys, retrieve, skills, trajectories
 from app.config import Settings, get_settings
 from app.limits import DESCRIPTION, MAX_REQUEST_BYTES
+from app.retrieval.service import QueryEmbeddings
 from app.storage.session import make_engine, make_sessionmaker
 
 
@@ -26,6 +28,7 @@ def api_router() -> APIRouter:
     v1.include_router(events.router)
     v1.include_router(experiences.router)
     v1.include_router(skills.router)
+    v1.include_router(retrieve.router)
     return v1
 
 
@@ -58,6 +61,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="A self-hosted skill library for LLM agents.\n" + DESCRIPTION,
         lifespan=lifespan,
     )
+    # Per-process state that does no I/O: the settings, and the caches that keep retrieval off the
+    # database and the model (checked keys, query embeddings).
+    app.state.settings = settings
+    app.state.key_cache = KeyCache(settings.api_key_cache_ttl_s, settings.api_key_cache_size)
+    app.state.query_embeddings = QueryEmbeddings(settings.retrieval_embedding_cache_size)
     errors.install(app)
     app.add_middleware(BodySizeLimit, limit=MAX_REQUEST_BYTES)
     app.include_router(health.router)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
@@ -11,6 +14,8 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from app.api.ratelimit import RateLimiter
+from app.config import Settings
+from app.embedding import Embedder, get_embedder
 from app.errors import Forbidden, Unauthorized
 from app.storage.models import Scope
 from app.storage.repositories import tenants
@@ -71,23 +76,102 @@ class Principal:
         return sorted(s.value for s in self.scopes)
 
 
-def authenticate(request: Request, session: SessionDep, limiter: Limiter) -> Principal:
-    """Resolve `Authorization: Bearer sf_...` to a principal and count the request against its limit."""
+class KeyCache:
+    """Checked API keys by SHA-256 for `ttl_s` seconds, so most requests skip the database; thread-safe.
+
+    A key revoked through this process's API is forgotten at once (after the commit); another process
+    (a second API worker, the CLI) keeps trusting a key it checked for at most `ttl_s` seconds more.
+    Unknown keys are never cached, so a key created elsewhere works on its first request.
+    """
+
+    def __init__(self, ttl_s: float, max_size: int) -> None:
+        self._ttl_s = ttl_s
+        self._max_size = max_size
+        self._entries: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key_hash: str) -> Principal | None:
+        """The principal checked for this key hash within the TTL, if any."""
+        with self._lock:
+            entry = self._entries.get(key_hash)
+            if entry is None:
+                return None
+            if time.monotonic() >= entry[0]:
+                del self._entries[key_hash]
+                return None
+            self._entries.move_to_end(key_hash)
+            return entry[1]
+
+    def put(self, key_hash: str, principal: Principal) -> None:
+        """Trust this key for the TTL; the least recently used entry goes when full."""
+        if self._ttl_s <= 0 or self._max_size <= 0:
+            return
+        with self._lock:
+            self._entries[key_hash] = (time.monotonic() + self._ttl_s, principal)
+            self._entries.move_to_end(key_hash)
+            while len(self._entries) > self._max_size:
+                self._entries.popitem(last=False)
+
+    def forget(self, key_hash: str) -> None:
+        """Drop a key (revoked), so its next request is checked against the database."""
+        with self._lock:
+            self._entries.pop(key_hash, None)
+
+
+async def get_key_cache(request: Request) -> KeyCache:
+    """The app's cache of checked API keys."""
+    cache: KeyCache = request.app.state.key_cache
+    return cache
+
+
+Keys = Annotated[KeyCache, Depends(get_key_cache)]
+
+
+async def get_app_settings(request: Request) -> Settings:
+    """The settings the app was built with."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+
+
+async def get_app_embedder() -> Embedder:
+    """The process's embedder (the model loads once, on first use)."""
+    return get_embedder()
+
+
+EmbedderDep = Annotated[Embedder, Depends(get_app_embedder)]
+
+
+def authenticate(request: Request, session: SessionDep, limiter: Limiter, keys: Keys) -> Principal:
+    """Resolve `Authorization: Bearer sf_...` to a principal and count the request against its limit.
+
+    A key checked within the cache's TTL needs no database read; `last_used_at` is then written when the
+    cache next misses, so it lags by up to the TTL (it was only ever kept to the minute).
+    """
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized()
+    key_hash = tenants.hash_key(token.strip())
+    cached = keys.get(key_hash)
+    if cached is not None:
+        limiter.check(str(cached.key_id))
+        return cached
     key = tenants.key_by_plaintext(session, token.strip())
     if key is None:
         raise Unauthorized("This API key is unknown or revoked.")
     limiter.check(str(key.id))
     tenants.touch_key(key)
-    return Principal(
+    principal = Principal(
         key_id=key.id,
         key_name=key.name,
         tenant_id=key.tenant_id,
         scopes=frozenset(Scope(s) for s in key.scopes),
     )
+    keys.put(key_hash, principal)
+    return principal
 
 
 async def any_key(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:

@@ -24,6 +24,7 @@ from app.evolver.extract import (
     template_action,
 )
 from app.evolver.llm import Polisher
+from app.retrieval import feedback
 from app.storage.models import EventStatus, Trajectory
 from app.storage.repositories import distillation, events, trajectories
 from app.storage.repositories.distillation import StepSituation
@@ -80,11 +81,13 @@ def process_ingest(
                 budget=budget,
             )
         )
+    settled = feedback.apply_trajectory_outcomes(session, event.tenant_id, rows, steps)
     result: dict[str, Any] = {
         "trajectories": len(rows),
         "steps_embedded": situation_stats.steps,
         "situations": asdict(situation_stats),
         "experiences": {k: v for k, v in asdict(totals).items() if k != "created_ids"},
+        "retrievals_settled": settled,
     }
     events.mark_succeeded(event, result)
     return result

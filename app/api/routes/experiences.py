@@ -21,10 +21,11 @@ from app.api.schemas.experiences import (
     SupportOut,
     UtilityOut,
 )
+from app.api.schemas.retrieve import ItemStatsOut, item_stats_out
 from app.errors import ExperienceNotFound
 from app.limits import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from app.storage.models import Experience, ExperienceStatus, Polarity
-from app.storage.repositories import audit, experiences
+from app.storage.repositories import audit, experiences, retrievals
 from app.storage.repositories.experiences import ExperienceFilter
 
 MAX_PROVENANCE = 200
@@ -149,3 +150,11 @@ def _mean(alpha: float, beta: float) -> float:
     # Beta(alpha, beta) has positive parameters; 0.5 only guards a corrupt row against a 500.
     total = alpha + beta
     return alpha / total if total > 0 else 0.5
+
+
+@router.get("/{experience_id}/stats")
+def experience_stats(experience_id: uuid.UUID, session: SessionDep, key: CurrentKey) -> ItemStatsOut:
+    """How often retrieval listed, withheld and used this experience, how it went, and its uplift."""
+    row = _get_or_404(session, key, experience_id)
+    stats = retrievals.item_stats(session, key.tenant_id, row.id)
+    return item_stats_out(stats, alpha=row.alpha, beta=row.beta)

@@ -6,12 +6,13 @@ import uuid
 
 from fastapi import APIRouter
 
-from app.api.deps import AdminKey, CurrentKey, SessionDep
+from app.api.deps import AdminKey, CurrentKey, Keys, SessionDep
 from app.api.schemas.common import ERROR_RESPONSES
 from app.api.schemas.keys import KeyCreate, KeyCreated, KeyList, KeyOut, PingOut
 from app.errors import ApiKeyNotFound
 from app.storage.models import ApiKey
 from app.storage.repositories import audit, tenants
+from app.storage.session import enqueue_after_commit
 
 router = APIRouter(tags=["keys"], responses=ERROR_RESPONSES)
 
@@ -49,12 +50,15 @@ def list_keys(session: SessionDep, admin: AdminKey, include_revoked: bool = Fals
 
 
 @router.delete("/keys/{key_id}")
-def revoke_key(key_id: uuid.UUID, session: SessionDep, admin: AdminKey) -> KeyOut:
-    """Revoke a key at once; it stays listed with `revoked_at`."""
+def revoke_key(key_id: uuid.UUID, session: SessionDep, admin: AdminKey, keys: Keys) -> KeyOut:
+    """Revoke a key at once (in other API processes within the key cache TTL); it stays listed."""
     row = tenants.get_key(session, admin.tenant_id, key_id)
     if row is None:
         raise ApiKeyNotFound(detail={"id": str(key_id)})
     tenants.revoke_key(row)
+    # After the commit: forgotten earlier, a concurrent request could cache the key as still live.
+    key_hash = row.key_hash
+    enqueue_after_commit(session, lambda: keys.forget(key_hash))
     audit.record(
         session,
         admin.tenant_id,

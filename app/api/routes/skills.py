@@ -18,6 +18,7 @@ from app import skill_md
 from app.api.deps import AdminKey, CurrentKey, Principal, ReviewerKey, SessionDep
 from app.api.pagination import decode_cursor, encode_cursor
 from app.api.schemas.common import ERROR_RESPONSES
+from app.api.schemas.retrieve import ItemStatsOut, item_stats_out
 from app.api.schemas.skills import (
     MAX_VERSION,
     EvidenceCounts,
@@ -42,7 +43,7 @@ from app.limits import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from app.skill_md import SKILL_FILE
 from app.skills import service
 from app.storage.models import Skill, SkillEvent, SkillEventKind, SkillLevel, SkillStatus, SkillVersion
-from app.storage.repositories import skills
+from app.storage.repositories import retrievals, skills
 from app.storage.repositories.skills import SkillFilter
 
 MAX_EVIDENCE = 200
@@ -336,3 +337,11 @@ def _ref(row: Skill) -> SkillRef:
 def _mean(alpha: float, beta: float) -> float:
     total = alpha + beta
     return alpha / total if total > 0 else 0.5
+
+
+@router.get("/skills/{skill_id}/stats")
+def skill_stats(skill_id: uuid.UUID, session: SessionDep, key: CurrentKey) -> ItemStatsOut:
+    """How often retrieval listed, withheld and used this skill, how it went, and its uplift."""
+    skill = _get_or_404(session, key, skill_id)
+    stats = retrievals.item_stats(session, key.tenant_id, skill.id)
+    return item_stats_out(stats, alpha=skill.alpha, beta=skill.beta)

@@ -1,0 +1,364 @@
+"""Candidates for one retrieve call, from PostgreSQL in one round trip: pgvector HNSW, clusters, full text.
+
+One SQL text, sent without bind parameters: psycopg then uses the simple query protocol, whose single
+message may hold several `;`-separated statements, so the whole search is one round trip:
+
+    SET LOCAL hnsw.ef_search = N; SET LOCAL hnsw.iterative_scan = relaxed_order; WITH ... SELECT ...
+
+`SET` takes no bind parameters. psycopg's pipeline mode would also send the three statements in one
+round trip, with parameters, but it switches a connection SQLAlchemy owns into another mode; one
+message is simpler. The price is that every value is written into the text as a literal: the query
+vector from finite floats formatted here, ids and words through `psycopg.sql.Literal`, numbers from
+ints. Nothing a client sends is spliced in raw. Around the search, the request's transaction costs
+what every request's does: the pool's pre-ping, psycopg's `BEGIN` before the first statement, the
+commit.
+
+The SELECT gathers, as `UNION ALL` of CTEs each ranked by its own order:
+
+- `vector`: experiences and skills nearest to the query embedding (HNSW, cosine);
+- `cluster`: experiences of the state clusters nearest to the query embedding (the query embedding
+  is the embedding of the normalised observation, which is what cluster centroids average);
+- `text`: experience text and the head SKILL.md of skills against a few content words (GIN);
+
+merges the ranks of one item into one row, and adds the session's pinned strategy and its children.
+Every part is limited to the key's tenant and to what governance lets through (`VISIBLE_*`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from app.retrieval.ranking import Candidate
+from app.storage.models import EMBEDDING_DIM, ItemKind
+
+# What governance lets retrieval return. Issue 6 (trust tiers, review) refines these two predicates;
+# every source and the final join use them, so a hidden item cannot enter through any path.
+HIDDEN_TRUST_TIERS = ("quarantined", "blocked")
+VISIBLE_EXPERIENCE = sql.SQL("e.status = 'active'")
+VISIBLE_SKILL = sql.SQL("s.status = 'active' AND s.trust_tier NOT IN ({tiers})").format(
+    tiers=sql.SQL(", ").join(sql.Literal(t) for t in HIDDEN_TRUST_TIERS)
+)
+
+# Words too common to find anything by; PostgreSQL drops its own stop words too, but each word here
+# would take one of the few places in the text query.
+_STOP_WORDS = frozenset(
+    """
+    about above after again all also and any are because been before being below between both but can
+    could did does doing down during each few for from further had has have having her here hers him his
+    how into its itself just more most not now off once only other our ours out over own same she should
+    some such than that the their theirs them then there these they this those through too under until
+    very was were what when where which while who whom why will with would you your yours
+    task called see seen
+    """.split()
+)
+_PLACEHOLDER = re.compile(r"<[a-z]+>")
+_WORD = re.compile(r"[a-z]{3,}")
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    """Client filters: domain (both kinds), level (skills), polarity (experiences)."""
+
+    domain: str | None = None
+    level: str | None = None
+    polarity: str | None = None
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """One retrieve call as the search sees it."""
+
+    tenant_id: uuid.UUID
+    embedding: Sequence[float]
+    terms: tuple[str, ...]  # content words for full text; see `content_words`
+    top_k: int
+    filters: SearchFilters = SearchFilters()
+    session_id: str | None = None
+    include_body: bool = False
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """How wide each source looks; see Settings.retrieval_*."""
+
+    ef_search_floor: int = 40
+    per_source_factor: int = 2
+    per_source_floor: int = 16
+    clusters: int = 3
+    text_matches: int = 100
+
+
+@dataclass(frozen=True)
+class SessionState:
+    """The agent session as stored: its pinned strategy (None: none yet, or no such session) and children."""
+
+    strategy_id: uuid.UUID | None = None
+    children: frozenset[uuid.UUID] = frozenset()
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """The merged candidates and the session context, from one round trip."""
+
+    candidates: tuple[Candidate, ...]
+    session: SessionState
+
+
+def ef_search(top_k: int, floor: int) -> int:
+    """hnsw.ef_search for a query: four candidates per wanted item, at least `floor`, never below top_k."""
+    return max(floor, 4 * top_k, top_k)
+
+
+def per_source_limit(top_k: int, config: SearchConfig) -> int:
+    """How many candidates each source returns (never more than the HNSW scan keeps)."""
+    return min(
+        max(config.per_source_floor, config.per_source_factor * top_k),
+        ef_search(top_k, config.ef_search_floor),
+    )
+
+
+def content_words(texts: Iterable[str], limit: int) -> tuple[str, ...]:
+    """Up to `limit` distinct content words of the texts, in order (placeholders and stop words dropped)."""
+    words: dict[str, None] = {}
+    for text in texts:
+        for word in _WORD.findall(_PLACEHOLDER.sub(" ", text.casefold())):
+            if word not in _STOP_WORDS:
+                words.setdefault(word)
+                if len(words) == limit:
+                    return tuple(words)
+    return tuple(words)
+
+
+def vector_literal(values: Sequence[float]) -> str:
+    """pgvector's text form of a vector, from finite floats only."""
+    if len(values) != EMBEDDING_DIM:
+        raise ValueError(f"the query embedding has {len(values)} dimensions, not {EMBEDDING_DIM}")
+    parts = []
+    for value in values:
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError("the query embedding holds a non-finite number")
+        parts.append(repr(number))
+    return "[" + ",".join(parts) + "]"
+
+
+def build(query: SearchQuery, config: SearchConfig) -> sql.Composed:
+    """The whole SQL text: the two settings and the SELECT, with every value as a literal."""
+    limit = per_source_limit(query.top_k, config)
+    f = query.filters
+    exp_filter = sql.Composed([_equals("e.domain", f.domain), _equals("e.polarity", f.polarity)])
+    skill_filter = sql.Composed([_equals("s.domain", f.domain), _equals("s.level", f.level)])
+    cluster_filter = _equals("c.domain", f.domain)
+    values = {
+        "ef": sql.Literal(ef_search(query.top_k, config.ef_search_floor)),
+        "vector": sql.Literal(vector_literal(query.embedding)),
+        "dim": sql.Literal(EMBEDDING_DIM),
+        "tenant": sql.Literal(query.tenant_id),
+        "limit": sql.Literal(limit),
+        "clusters": sql.Literal(config.clusters),
+        "text_matches": sql.Literal(max(config.text_matches, limit)),
+        "exp_visible": VISIBLE_EXPERIENCE,
+        "skill_visible": VISIBLE_SKILL,
+        "exp_filter": exp_filter,
+        "skill_filter": skill_filter,
+        "cluster_filter": cluster_filter,
+        # websearch_to_tsquery never raises on odd input; the words are letters only anyway.
+        "tsquery": sql.SQL("websearch_to_tsquery('english', {})").format(
+            sql.Literal(" or ".join(query.terms))
+        ),
+        "session_id": sql.Literal(query.session_id),
+        "body": sql.SQL("v.content") if query.include_body else sql.SQL("NULL::text"),
+        "body_join": sql.SQL(
+            "\nLEFT JOIN skill_version v ON v.skill_id = s.id AND v.version = s.head_version"
+            if query.include_body
+            else ""
+        ),
+    }
+    text_ctes = _TEXT_CTES if query.terms else _NO_TEXT_CTES
+    session_ctes = _SESSION_CTES if query.session_id is not None else _NO_SESSION_CTES
+    return sql.SQL(";\n").join(
+        [
+            sql.SQL("SET LOCAL hnsw.ef_search = {ef}").format(**values),
+            sql.SQL("SET LOCAL hnsw.iterative_scan = relaxed_order"),
+            sql.SQL(_SELECT).format(
+                text_ctes=sql.SQL(text_ctes).format(**values),
+                session_ctes=sql.SQL(session_ctes).format(**values),
+                **values,
+            ),
+        ]
+    )
+
+
+def _equals(column: str, value: str | None) -> sql.Composable:
+    """` AND column = 'value'` for a filter given, else nothing (`column` is ours, never the client's)."""
+    if value is None:
+        return sql.SQL("")
+    return sql.SQL(" AND {} = {}").format(sql.SQL(column), sql.Literal(value))
+
+
+def search(session: Session, query: SearchQuery, config: SearchConfig) -> SearchResult:
+    """Candidates for `query` with their rank in each source, and the session's pinned strategy."""
+    session.flush()
+    connection = session.connection()
+    driver = connection.connection.driver_connection
+    if driver is None:  # pragma: no cover - a checked-out connection always has its driver connection
+        raise RuntimeError("the session's connection is closed")
+    try:
+        with driver.cursor() as cursor:
+            cursor.execute(build(query, config).as_string(driver))
+            # The two SETs come first and return no rows; the SELECT's result is the last one.
+            while cursor.description is None and cursor.nextset():
+                pass
+            rows = cursor.fetchall()
+    except psycopg.Error as error:
+        # Raised as SQLAlchemy raises driver errors, so the app's handlers (503 on a lost database)
+        # and the pool's invalidation treat this statement like any other.
+        if driver.closed:
+            connection.invalidate(error)
+        raise DBAPIError.instance(
+            "retrieval search", None, error, psycopg.Error, connection_invalidated=driver.closed
+        ) from error
+    return _parse(rows)
+
+
+def _parse(rows: Sequence[tuple[Any, ...]]) -> SearchResult:
+    candidates: list[Candidate] = []
+    strategy: uuid.UUID | None = None
+    children: set[uuid.UUID] = set()
+    for row in rows:
+        role, kind, item_id = row[0], row[1], row[2]
+        if role == "session":
+            strategy = item_id
+        elif role == "child":
+            children.add(item_id)
+        else:
+            candidates.append(_candidate(ItemKind(kind), item_id, row[3:]))
+    return SearchResult(tuple(candidates), SessionState(strategy, frozenset(children)))
+
+
+def _candidate(kind: ItemKind, item_id: uuid.UUID, row: Sequence[Any]) -> Candidate:
+    (ranks, similarity, alpha, beta, text, polarity, template, example, slots) = row[:9]
+    (version, name, description, level, body, domain) = row[9:15]
+    return Candidate(
+        kind=kind,
+        id=item_id,
+        ranks=_ranks(ranks),
+        similarity=float(similarity) if similarity is not None else 0.0,
+        alpha=float(alpha),
+        beta=float(beta),
+        text=text or "",
+        polarity=polarity,
+        action_template=template,
+        action_example=example,
+        slots=tuple(slots or ()),
+        version=version,
+        name=name or "",
+        description=description or "",
+        level=level,
+        body=body,
+        domain=domain or "",
+    )
+
+
+def _ranks(value: Mapping[str, Any] | None) -> Mapping[str, int]:
+    return {source: int(rank) for source, rank in (value or {}).items()}
+
+
+# The query vector is a one-row CTE; `(SELECT v FROM q)` is an init plan, which an HNSW index scan
+# accepts as its ORDER BY argument (as in pgvector's "nearest neighbours of a row" example).
+_SELECT = """WITH
+q AS (SELECT {vector}::vector({dim}) AS v),
+exp_vec AS (
+    SELECT id, row_number() OVER (ORDER BY d, id) AS rank FROM (
+        SELECT e.id, e.embedding <=> (SELECT v FROM q) AS d FROM experience e
+        WHERE e.tenant_id = {tenant} AND {exp_visible}{exp_filter}
+        ORDER BY e.embedding <=> (SELECT v FROM q) LIMIT {limit}) x),
+near_cluster AS (
+    SELECT c.id, c.centroid <=> (SELECT v FROM q) AS d FROM state_cluster c
+    WHERE c.tenant_id = {tenant}{cluster_filter}
+    ORDER BY c.centroid <=> (SELECT v FROM q) LIMIT {clusters}),
+exp_cluster AS (
+    SELECT e.id, row_number() OVER (ORDER BY nc.d, e.alpha / (e.alpha + e.beta) DESC, e.id) AS rank
+    FROM near_cluster nc JOIN experience e ON e.cluster_id = nc.id
+    WHERE e.tenant_id = {tenant} AND {exp_visible}{exp_filter}
+    ORDER BY rank LIMIT {limit}),
+skill_vec AS (
+    SELECT id, row_number() OVER (ORDER BY d, id) AS rank FROM (
+        SELECT s.id, s.embedding <=> (SELECT v FROM q) AS d FROM skill s
+        WHERE s.tenant_id = {tenant} AND {skill_visible}{skill_filter}
+        ORDER BY s.embedding <=> (SELECT v FROM q) LIMIT {limit}) x),
+{text_ctes},
+{session_ctes},
+exp_hit AS (
+    SELECT id, jsonb_object_agg(source, rank) AS ranks FROM (
+        SELECT id, 'vector' AS source, rank FROM exp_vec
+        UNION ALL SELECT id, 'cluster', rank FROM exp_cluster
+        UNION ALL SELECT id, 'text', rank FROM exp_text) h
+    GROUP BY id),
+skill_hit AS (
+    SELECT id, coalesce(jsonb_object_agg(source, rank) FILTER (WHERE source IS NOT NULL), '{{}}') AS ranks
+    FROM (
+        SELECT id, 'vector' AS source, rank FROM skill_vec
+        UNION ALL SELECT id, 'text', rank FROM skill_text
+        UNION ALL SELECT id, NULL, NULL FROM pinned WHERE id IS NOT NULL
+        UNION ALL SELECT id, NULL, NULL FROM child) h
+    GROUP BY id)
+SELECT 'candidate', 'experience', e.id, h.ranks, 1 - (e.embedding <=> (SELECT v FROM q)), e.alpha, e.beta,
+       e.text, e.polarity::text, e.action_template, e.action_example, e.slots,
+       NULL::int, NULL::text, NULL::text, NULL::text, NULL::text, e.domain
+FROM exp_hit h JOIN experience e ON e.id = h.id
+WHERE e.tenant_id = {tenant} AND {exp_visible}
+UNION ALL
+SELECT 'candidate', 'skill', s.id, h.ranks, 1 - (s.embedding <=> (SELECT v FROM q)), s.alpha, s.beta,
+       NULL, NULL, NULL, NULL, NULL,
+       s.head_version, s.name, s.description, s.level::text, {body}, s.domain
+FROM skill_hit h JOIN skill s ON s.id = h.id{body_join}
+WHERE s.tenant_id = {tenant} AND {skill_visible}{skill_filter}
+UNION ALL
+SELECT 'session', NULL, id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, NULL, NULL, NULL, NULL, NULL FROM pinned
+UNION ALL
+SELECT 'child', NULL, id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, NULL, NULL, NULL, NULL, NULL FROM child"""
+
+# The expressions match the GIN indexes `ix_experience_text_fts` and `ix_skill_version_content_fts`.
+# Ranking needs each match's tsvector, computed from the text (there is no stored column), so only
+# the first `text_matches` matches are ranked: a common word must not make the search scan a tenant.
+_TEXT_CTES = """exp_text AS (
+    SELECT id, row_number() OVER (ORDER BY r DESC, id) AS rank FROM (
+        SELECT m.id, ts_rank_cd(to_tsvector('english', m.text), {tsquery}) AS r FROM (
+            SELECT e.id, e.text FROM experience e
+            WHERE to_tsvector('english', e.text) @@ {tsquery}
+              AND e.tenant_id = {tenant} AND {exp_visible}{exp_filter}
+            LIMIT {text_matches}) m
+        ORDER BY r DESC LIMIT {limit}) x),
+skill_text AS (
+    SELECT id, row_number() OVER (ORDER BY r DESC, id) AS rank FROM (
+        SELECT m.id, ts_rank_cd(to_tsvector('english', m.content), {tsquery}) AS r FROM (
+            SELECT s.id, v.content
+            FROM skill_version v JOIN skill s ON s.id = v.skill_id AND v.version = s.head_version
+            WHERE to_tsvector('english', v.content) @@ {tsquery}
+              AND s.tenant_id = {tenant} AND {skill_visible}{skill_filter}
+            LIMIT {text_matches}) m
+        ORDER BY r DESC LIMIT {limit}) x)"""
+_NO_TEXT_CTES = """exp_text AS (SELECT NULL::uuid AS id, NULL::bigint AS rank WHERE false),
+skill_text AS (SELECT NULL::uuid AS id, NULL::bigint AS rank WHERE false)"""
+
+# A session whose first step found no strategy holds NULL: the service then chooses one again.
+_SESSION_CTES = """pinned AS (
+    SELECT strategy_skill_id AS id FROM retrieval_session
+    WHERE tenant_id = {tenant} AND session_id = {session_id}),
+child AS (
+    SELECT l.child_id AS id FROM skill_link l JOIN pinned p ON l.parent_id = p.id)"""
+_NO_SESSION_CTES = """pinned AS (SELECT NULL::uuid AS id WHERE false),
+child AS (SELECT NULL::uuid AS id WHERE false)"""

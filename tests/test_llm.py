@@ -1,6 +1,6 @@
 """The LLM polisher against a real HTTP server on loopback that speaks the chat-completions protocol.
 
-The server answers `POST /v1/chat/completions` from a scripted queue of replies and records every
+The server (tests/openai_server.py) answers from a scripted queue of replies and records every
 request, so the tests exercise the real OpenAI client: its HTTP, its retries and its timeouts.
 """
 
@@ -10,12 +10,8 @@ import hashlib
 import json
 import logging
 import socket
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -31,6 +27,7 @@ from app.evolver.llm import (
     prompt_hash,
     task_slot_fillers,
 )
+from tests.openai_server import FakeOpenAI, Reply, completion, error, running
 
 MODEL = "test-model"
 GOOD_TEXT = (
@@ -54,130 +51,16 @@ def draft(polarity: str = "do", **changes: str) -> Draft:
     return Draft(**fields)
 
 
-def completion(content: str) -> dict[str, Any]:
-    """A chat-completions response body whose answer is `content`."""
-    return {
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "created": 0,
-        "model": "m",
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
-        ],
-        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-    }
-
-
 def answer(text: str) -> dict[str, Any]:
     """A response body whose answer is the JSON object `{"text": text}`."""
     return completion(json.dumps({"text": text}))
 
 
-@dataclass
-class Reply:
-    """One scripted reply: status, JSON body (or raw bytes), extra headers, and a delay before it."""
-
-    body: dict[str, Any] | bytes
-    status: int = 200
-    headers: dict[str, str] = field(default_factory=dict)
-    delay_s: float = 0.0
-    content_type: str = "application/json"
-
-
-def error(status: int, **headers: str) -> Reply:
-    """An OpenAI-style error reply."""
-    body = {"error": {"message": f"scripted {status}", "type": "server_error", "param": None, "code": None}}
-    return Reply(body, status=status, headers=headers)
-
-
-class FakeOpenAI(ThreadingHTTPServer):
-    """A chat-completions server on 127.0.0.1 that replays `replies` and records `requests`."""
-
-    # Handler threads are joined on close, so that no test leaves one behind.
-    daemon_threads = False
-    block_on_close = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.replies: deque[Reply] = deque()
-        self.requests: list[dict[str, Any]] = []
-        self.headers: list[dict[str, str]] = []
-        self.lock = threading.Lock()
-        # Set on teardown: a handler that is still delaying its reply gives up at once.
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05})
-
-    @property
-    def url(self) -> str:
-        """The base URL a client is configured with."""
-        return f"http://127.0.0.1:{self.server_address[1]}/v1"
-
-    def script(self, *replies: Reply | dict[str, Any]) -> None:
-        """Queue replies, in order; a plain dict is a 200 with that body."""
-        with self.lock:
-            self.replies.extend(reply if isinstance(reply, Reply) else Reply(reply) for reply in replies)
-
-    def next_reply(self, path: str, body: dict[str, Any], headers: dict[str, str]) -> Reply:
-        """Record a request and take the next scripted reply (a 500 the client won't retry if none)."""
-        with self.lock:
-            self.requests.append(body)
-            self.headers.append(headers)
-            if path != "/v1/chat/completions":
-                return error(404, **{"x-should-retry": "false"})
-            if not self.replies:
-                return error(500, **{"x-should-retry": "false"})
-            return self.replies.popleft()
-
-    def start(self) -> None:
-        """Serve in a background thread."""
-        self.thread.start()
-
-    def stop(self) -> None:
-        """Stop serving, release delayed handlers, and join every thread."""
-        self.stopping.set()
-        self.shutdown()
-        self.thread.join()
-        self.server_close()
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: FakeOpenAI
-
-    # http.server dispatches POST requests to this name.
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length", "0"))
-        body = json.loads(self.rfile.read(length) or b"{}")
-        reply = self.server.next_reply(self.path, body, {k.lower(): v for k, v in self.headers.items()})
-        if reply.delay_s and self.server.stopping.wait(reply.delay_s):
-            return
-        payload = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
-        try:
-            self.send_response(reply.status)
-            for name, value in reply.headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Type", reply.content_type)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-        except (BrokenPipeError, ConnectionResetError):
-            # The client timed out and hung up: nobody is left to answer.
-            pass
-
-    def log_message(self, format: str, *args: Any) -> None:
-        # Quiet: a request log on stderr would only clutter test output.
-        pass
-
-
 @pytest.fixture
 def fake() -> Iterator[FakeOpenAI]:
     """A running fake server, stopped afterwards; fails the test if any thread outlives it."""
-    before = set(threading.enumerate())
-    server = FakeOpenAI()
-    server.start()
-    yield server
-    server.stop()
-    leaked = [thread for thread in threading.enumerate() if thread not in before]
-    assert not leaked, f"threads left running: {leaked}"
+    with running() as server:
+        yield server
 
 
 @pytest.fixture

@@ -3,10 +3,12 @@
 The cycle takes the trajectories the skill evolver has not seen, assigns each to a task cluster
 (cosine similarity of task texts in pgvector), groups the new runs by the skills they actually
 used, decides per group (`skill_refine.decide`), and writes what changed as new immutable versions:
-section-level patches on the head version, never a silent rewrite. Distillation is the heuristic one
-(`skill_distill`): consensus procedures for strategy skills, recurring sub-procedures for functional
-skills, verbs with their errors and fixes for atomic skills. Everything runs in the caller's
-transaction; each skill is written under its own advisory lock.
+section-level patches on the head version, never a silent rewrite. Distillation starts from the
+heuristic drafts (`skill_distill`): consensus procedures for strategy skills, recurring sub-procedures
+for functional skills, verbs with their errors and fixes for atomic skills. A `SkillDistiller`
+(`skill_llm`) then turns each draft into the document written: the draft itself, or an LLM's edit of it;
+a rejected edit is recorded in the skill's history and the draft is written instead. Everything runs in
+the caller's transaction; each skill is written under its own advisory lock.
 """
 
 from __future__ import annotations
@@ -29,6 +31,16 @@ from app.evolver.dispatch import send_after_commit
 from app.evolver.extract import template_action
 from app.evolver.names import TaskName
 from app.evolver.pipeline import EventMissing
+from app.evolver.skill_llm import (
+    DISTILLER_KEY,
+    DRAFT_KEY,
+    Distilled,
+    HeuristicDistiller,
+    Rejected,
+    SkillDistiller,
+    build_context,
+    draft_fingerprint,
+)
 from app.skill_md import SECTION_ORDER, PatchOp, SectionPatch, SkillDocument
 from app.skills import service
 from app.storage.models import (
@@ -116,7 +128,12 @@ def request(session: Session, tenant_id: uuid.UUID, *, actor: str) -> Event:
 
 
 def run_event(
-    session: Session, event_id: uuid.UUID, *, embedder: Embedder, settings: Settings
+    session: Session,
+    event_id: uuid.UUID,
+    *,
+    embedder: Embedder,
+    settings: Settings,
+    distiller: SkillDistiller | None = None,
 ) -> dict[str, object]:
     """Run the cycle an event asked for; a redelivered job for a finished event does nothing."""
     event = events.lock(session, event_id)
@@ -126,15 +143,24 @@ def run_event(
         return dict(event.result)
     events.mark_running(event)
     session.flush()
-    result = evolve(session, event.tenant_id, embedder=embedder, settings=settings).as_dict()
+    result = evolve(
+        session, event.tenant_id, embedder=embedder, settings=settings, distiller=distiller
+    ).as_dict()
     events.mark_succeeded(event, result)
     return result
 
 
 def evolve(
-    session: Session, tenant_id: uuid.UUID, *, embedder: Embedder, settings: Settings, batch: int = 1000
+    session: Session,
+    tenant_id: uuid.UUID,
+    *,
+    embedder: Embedder,
+    settings: Settings,
+    batch: int = 1000,
+    distiller: SkillDistiller | None = None,
 ) -> CycleStats:
-    """Run one cycle for a tenant over at most `batch` unseen trajectories."""
+    """Run one cycle for a tenant over at most `batch` unseen trajectories; None: heuristic distiller."""
+    distiller = distiller or HeuristicDistiller()
     stats = CycleStats()
     repo.lock_task_clusters(session, tenant_id)
     pending = list(repo.pending_trajectories(session, tenant_id, batch))
@@ -144,7 +170,7 @@ def evolve(
     stats.task_clusters_new = assign_task_clusters(session, tenant_id, pending, embedder, settings)
     new_ids = {t.id for t in pending}
     for domain in sorted({t.domain or "" for t in pending}):
-        _evolve_domain(session, tenant_id, domain, new_ids, embedder, settings, stats)
+        _evolve_domain(session, tenant_id, domain, new_ids, embedder, settings, stats, distiller)
     repo.mark_seen(session, new_ids)
     session.flush()
     return stats
@@ -202,6 +228,7 @@ def _evolve_domain(
     embedder: Embedder,
     settings: Settings,
     stats: CycleStats,
+    distiller: SkillDistiller,
 ) -> None:
     cluster_ids = repo.domain_cluster_ids(session, tenant_id, domain)
     trajectories = repo.cluster_trajectories(session, cluster_ids, settings.skill_runs_per_cluster)
@@ -219,6 +246,14 @@ def _evolve_domain(
 
     candidates = _distill(session, tenant_id, domain, runs, evidence, settings)
     by_key = {c.source_key: c for c in candidates}
+    hook = _Distilling(
+        distiller,
+        tenant_id,
+        domain,
+        {r.id: r for r in runs},
+        tuple(_avoid_notes(session, tenant_id, domain)),
+        settings.do_min_score,
+    )
     new_runs = [r for r in runs if r.id in new_ids]
 
     # Skills the new runs used: each group decides for its skill.
@@ -242,6 +277,7 @@ def _evolve_domain(
             embedder,
             settings,
             stats,
+            hook,
         )
 
     # Task clusters with new runs: create their strategy, or weigh the runs that used none of it.
@@ -252,7 +288,15 @@ def _evolve_domain(
         if strategy is None:
             candidate = by_key.get(key)
             if candidate is not None:
-                _create(session, tenant_id, candidate, embedder, stats, reason="a task cluster with no skill")
+                _create(
+                    session,
+                    tenant_id,
+                    candidate,
+                    embedder,
+                    stats,
+                    hook,
+                    reason="a task cluster with no skill",
+                )
             continue
         if strategy.id in decided or not unused:
             continue
@@ -263,7 +307,9 @@ def _evolve_domain(
             procedure=_procedure_of(session, strategy),
             used=False,
         )
-        _act(session, strategy, refine.decide(group, config), by_key.get(key), embedder, settings, stats)
+        _act(
+            session, strategy, refine.decide(group, config), by_key.get(key), embedder, settings, stats, hook
+        )
 
     # Functional and atomic skills follow the evidence of the whole domain.
     for candidate in candidates:
@@ -272,10 +318,25 @@ def _evolve_domain(
         skill = repo.by_source_key(session, tenant_id, candidate.source_key)
         if skill is None:
             _create(
-                session, tenant_id, candidate, embedder, stats, reason="a recurring pattern with no skill"
+                session,
+                tenant_id,
+                candidate,
+                embedder,
+                stats,
+                hook,
+                reason="a recurring pattern with no skill",
             )
         elif skill.id not in decided and skill.status == SkillStatus.ACTIVE:
-            _revise(session, skill, candidate, embedder, settings, stats, reason="new evidence in its domain")
+            _revise(
+                session,
+                skill,
+                candidate,
+                embedder,
+                settings,
+                stats,
+                hook,
+                reason="new evidence in its domain",
+            )
     _link(session, tenant_id, candidates)
 
 
@@ -290,9 +351,23 @@ def _distill(
     """Every skill the current evidence of a domain supports: functional and atomic first, then strategies."""
     out: list[Candidate] = []
     taken: set[str] = set()
-    patterns = distill.mine_functional(runs, do_min_score=settings.do_min_score)[
-        : settings.max_functional_skills
-    ]
+    by_cluster: dict[uuid.UUID, list[distill.RunView]] = defaultdict(list)
+    for run in runs:
+        by_cluster[run.task_cluster_id].append(run)
+    procedures = {
+        cluster_id: procedure
+        for cluster_id, cluster_runs in sorted(by_cluster.items(), key=lambda kv: str(kv[0]))
+        if len(
+            (procedure := distill.consensus_procedure(cluster_runs, do_min_score=settings.do_min_score)).runs
+        )
+        >= settings.skill_min_successes
+    }
+    mined = distill.mine_functional(runs, do_min_score=settings.do_min_score)
+    covers = {cluster_id: distill.functional_cover(p, mined) for cluster_id, p in procedures.items()}
+    # Overlapping windows of one routine are all "recurring"; keep the ones strategies actually call.
+    called = {p.key for cover in covers.values() for p in cover.values()}
+    patterns = [p for p in mined if p.key in called][: settings.max_functional_skills]
+    kept = {p.key for p in patterns}
     pattern_names: dict[str, str] = {}
     for pattern in patterns:
         key = f"functional:{domain}:{pattern.key}"
@@ -311,10 +386,7 @@ def _distill(
             )
         )
 
-    avoid = [
-        distill.AvoidNote(template=e.action_template, text=e.text, failures=e.failures)
-        for e in repo.active_avoid_experiences(session, tenant_id, domain)
-    ]
+    avoid = _avoid_notes(session, tenant_id, domain)
     atomic_names: dict[str, str] = {}
     for note in distill.atomic_notes(runs, avoid, min_uses=settings.atomic_min_uses):
         if not note.successes:
@@ -329,14 +401,9 @@ def _distill(
             )
         )
 
-    by_cluster: dict[uuid.UUID, list[distill.RunView]] = defaultdict(list)
-    for run in runs:
-        by_cluster[run.task_cluster_id].append(run)
-    for cluster_id, cluster_runs in sorted(by_cluster.items(), key=lambda kv: str(kv[0])):
-        procedure = distill.consensus_procedure(cluster_runs, do_min_score=settings.do_min_score)
-        if len(procedure.runs) < settings.skill_min_successes:
-            continue
-        cover = distill.functional_cover(procedure, patterns)
+    for cluster_id, procedure in procedures.items():
+        cluster_runs = by_cluster[cluster_id]
+        cover = {i: p for i, p in covers[cluster_id].items() if p.key in kept}
         functional = {i: pattern_names[p.key] for i, p in cover.items()}
         spans = {i: len(p.templates) for i, p in cover.items()}
         failed = [r for r in cluster_runs if not refine.succeeded(r, settings.do_min_score)]
@@ -370,6 +437,14 @@ def _distill(
             )
         )
     return out
+
+
+def _avoid_notes(session: Session, tenant_id: uuid.UUID, domain: str) -> list[distill.AvoidNote]:
+    """The domain's active `avoid` lessons, as atomic pitfalls and as context for an LLM distiller."""
+    return [
+        distill.AvoidNote(template=e.action_template, text=e.text, failures=e.failures)
+        for e in repo.active_avoid_experiences(session, tenant_id, domain)
+    ]
 
 
 def _pitfalls(failed: Sequence[distill.RunView], procedure: distill.Procedure) -> list[str]:
@@ -468,6 +543,7 @@ def _act(
     embedder: Embedder,
     settings: Settings,
     stats: CycleStats,
+    hook: _Distilling,
 ) -> None:
     stats.decisions.append({"skill": skill.name, **decision.summary(), "reason": decision.reason})
     if decision.action == refine.Action.RETIRE:
@@ -475,7 +551,7 @@ def _act(
         service.retire(session, skill, actor=ACTOR, reason=decision.reason, detail=decision.summary())
         stats.retired += 1
     elif decision.action == refine.Action.IMPROVE and candidate is not None:
-        _revise(session, skill, candidate, embedder, settings, stats, reason=decision.reason)
+        _revise(session, skill, candidate, embedder, settings, stats, hook, reason=decision.reason)
     elif decision.action == refine.Action.OPTIMISE_DESCRIPTION:
         _sharpen(session, skill, decision, stats)
     else:
@@ -488,6 +564,7 @@ def _create(
     candidate: Candidate,
     embedder: Embedder,
     stats: CycleStats,
+    hook: _Distilling,
     *,
     reason: str,
 ) -> None:
@@ -496,27 +573,32 @@ def _create(
         log.warning("rejected new skill %s: %s", candidate.doc.name, problems)
         stats.rejected += 1
         return
+    result = hook.distill(candidate, candidate.doc, head=None)
+    doc, author = _outcome(result, candidate.doc)
     skill = repo.add_skill(
         session,
         tenant_id=tenant_id,
         domain=candidate.domain,
-        name=candidate.doc.name,
+        name=doc.name,
         level=candidate.level,
         source_key=candidate.source_key,
         task_cluster_id=candidate.task_cluster_id,
-        description=candidate.doc.description,
-        embedding=_embed(embedder, candidate.doc),
+        description=doc.description,
+        embedding=_embed(embedder, doc),
         embedding_model=embedder.model_name,
     )
+    if isinstance(result, Rejected):
+        # The skill row exists only now; its history starts with the rejected edit.
+        _record_rejection(session, skill, result, hook.distiller.name, stats)
     service.write_version(
         session,
         skill,
-        candidate.doc,
+        doc,
         expected_head=0,
         change=SkillEventKind.CREATED,
-        author=service.Authorship(actor=ACTOR, distiller=DISTILLER),
+        author=author,
         evidence=candidate.evidence,
-        reason=reason,
+        reason=reason + _made_by(result),
     )
     stats.created += 1
 
@@ -548,6 +630,7 @@ def _revise(
     embedder: Embedder,
     settings: Settings,
     stats: CycleStats,
+    hook: _Distilling,
     *,
     reason: str,
 ) -> None:
@@ -557,9 +640,19 @@ def _revise(
         stats.skipped += 1
         return
     head = skill_md.parse(service.head(session, skill).content)
-    wanted = replace(candidate.doc, name=skill.name)
+    draft = replace(candidate.doc, name=skill.name)
+    # Only counts moved, or the distiller already edited a draft saying the same: no call, no version.
+    only_counts = all(p.title == skill_md.EVIDENCE for p in section_patches(head, draft))
+    if only_counts or _edited_already(head, draft, hook.distiller.name):
+        stats.unchanged += 1
+        return
+    result = hook.distill(candidate, draft, head=head)
+    if isinstance(result, Rejected):
+        _record_rejection(session, skill, result, hook.distiller.name, stats)
+    wanted, author = _outcome(result, draft)
     patches = section_patches(head, wanted)
-    if not patches:
+    # Counts in the Evidence section move with every run; they alone are no reason for a version.
+    if all(p.title == skill_md.EVIDENCE for p in patches):
         stats.unchanged += 1
         return
     revised = replace(skill_md.apply_patches(head, patches), metadata=wanted.metadata)
@@ -576,6 +669,8 @@ def _revise(
         if change == SkillEventKind.REWRITTEN
         else None
     )
+    if isinstance(result, Distilled) and result.rewrite_reason:
+        rewrite_reason = f"{rewrite_reason or reason}; {result.distiller}: {result.rewrite_reason}"
     try:
         row = service.write_version(
             session,
@@ -583,10 +678,10 @@ def _revise(
             revised,
             expected_head=skill.head_version,
             change=change,
-            author=service.Authorship(actor=ACTOR, distiller=DISTILLER),
+            author=author,
             evidence=candidate.evidence,
             rewrite_reason=rewrite_reason,
-            reason=f"{reason}; patched: {_describe(patches)}",
+            reason=f"{reason}; patched: {_describe(patches)}{_made_by(result)}",
         )
     except InvalidSkill as exc:
         log.warning("rejected a version of %s: %s", skill.name, exc.detail)
@@ -612,6 +707,83 @@ def _revise(
         stats.rewritten += 1
     else:
         stats.improved += 1
+
+
+@dataclass(frozen=True)
+class _Distilling:
+    """The cycle's distiller and what it may be shown of one domain's runs."""
+
+    distiller: SkillDistiller
+    tenant_id: uuid.UUID
+    domain: str
+    runs: Mapping[uuid.UUID, distill.RunView]
+    avoid: tuple[distill.AvoidNote, ...]
+    do_min_score: float
+
+    def distill(
+        self, candidate: Candidate, draft: SkillDocument, *, head: SkillDocument | None
+    ) -> Distilled | Rejected:
+        """The distiller's document for a candidate's draft, given its evidence runs and the head."""
+        runs = [self.runs[e.trajectory_id] for e in candidate.evidence if e.trajectory_id in self.runs]
+        context = build_context(
+            tenant_id=self.tenant_id,
+            level=candidate.level.value,
+            domain=self.domain,
+            runs=runs,
+            avoid=self.avoid,
+            head=head,
+            do_min_score=self.do_min_score,
+        )
+        return self.distiller.distill(draft, context)
+
+
+def _outcome(result: Distilled | Rejected, draft: SkillDocument) -> tuple[SkillDocument, service.Authorship]:
+    """The document to write and its authorship: the distiller's, or on a rejection the heuristic draft."""
+    if isinstance(result, Rejected):
+        return draft, service.Authorship(actor=ACTOR, distiller=DISTILLER)
+    author = service.Authorship(
+        actor=ACTOR, distiller=result.distiller, llm_model=result.llm_model, prompt_hash=result.prompt_hash
+    )
+    return result.doc, author
+
+
+def _made_by(result: Distilled | Rejected) -> str:
+    """A note for the version's reason naming the model and prompt, when an LLM wrote it."""
+    if isinstance(result, Distilled) and result.llm_model:
+        return f"; written by {result.distiller} {result.llm_model} (prompt {result.prompt_version})"
+    return ""
+
+
+def _record_rejection(
+    session: Session, skill: Skill, rejected: Rejected, distiller: str, stats: CycleStats
+) -> None:
+    """Put a distiller's rejected edit in the skill's history; the heuristic draft is written instead."""
+    log.warning("the %s distiller's edit of %s was rejected: %s", distiller, skill.name, rejected.reason)
+    repo.add_event(
+        session,
+        skill,
+        kind=SkillEventKind.REJECTED,
+        actor=ACTOR,
+        from_version=skill.head_version or None,
+        to_version=None,
+        reason=f"the {distiller} distiller's edit was rejected ({rejected.reason}); wrote the draft",
+        detail={
+            "distiller": distiller,
+            "reason": rejected.reason,
+            "detail": rejected.detail,
+            "prompt_hash": rejected.prompt_hash,
+            "prompt_version": rejected.prompt_version,
+            "llm_model": rejected.llm_model,
+        },
+    )
+    stats.rejected += 1
+
+
+def _edited_already(head: SkillDocument, draft: SkillDocument, distiller: str) -> bool:
+    """Whether `distiller` wrote the head from a draft that says what this one says (evidence aside)."""
+    # An LLM's prose always differs from the draft's, so only a changed draft is worth another call.
+    wrote = head.metadata.get(DISTILLER_KEY) == distiller
+    return wrote and head.metadata.get(DRAFT_KEY) == draft_fingerprint(draft)
 
 
 def _describe(patches: Sequence[SectionPatch]) -> str:

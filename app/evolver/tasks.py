@@ -8,6 +8,7 @@ from dataclasses import asdict
 from datetime import timedelta
 from functools import lru_cache
 
+import redis
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
@@ -17,6 +18,7 @@ from app.embedding import get_embedder
 from app.evolver import consolidate, pipeline, skill_cycle
 from app.evolver.llm import Polisher, get_polisher
 from app.evolver.names import Queue, TaskName
+from app.evolver.skill_llm import SkillDistiller, get_skill_distiller
 from app.storage.repositories import skills as skill_repo
 from app.storage.session import session_scope
 
@@ -29,6 +31,20 @@ STALE_AFTER = timedelta(minutes=2)
 def _polisher() -> Polisher | None:
     # One LLM client per worker process, like the embedder.
     return get_polisher(get_settings())
+
+
+@lru_cache
+def _skill_distiller() -> SkillDistiller:
+    # One per worker process, like the polisher. A misconfigured LLM distiller raises a clear error here,
+    # which fails the job (and is not cached, so a fixed environment takes effect on the next one).
+    settings = get_settings()
+    client = None
+    if settings.skill_distiller == "llm":
+        # redis-py reads `unix://` socket URLs itself; only kombu needs `broker_url`'s spelling.
+        client = redis.Redis.from_url(
+            settings.require_redis_url(), socket_timeout=5, socket_connect_timeout=5
+        )
+    return get_skill_distiller(settings, client)
 
 
 @shared_task(
@@ -106,7 +122,11 @@ def evolve_skills_event(event_id: str) -> None:
     try:
         with session_scope() as session:
             skill_cycle.run_event(
-                session, uuid.UUID(event_id), embedder=get_embedder(), settings=get_settings()
+                session,
+                uuid.UUID(event_id),
+                embedder=get_embedder(),
+                settings=get_settings(),
+                distiller=_skill_distiller(),
             )
     except pipeline.EventMissing:
         log.warning("skills event %s does not exist; dropping the job", event_id)
@@ -126,7 +146,13 @@ def evolve_all_skills() -> dict[str, int]:
     totals = {"tenants": len(tenant_ids), "created": 0, "improved": 0, "retired": 0}
     for tenant_id in tenant_ids:
         with session_scope() as session:
-            stats = skill_cycle.evolve(session, tenant_id, embedder=get_embedder(), settings=get_settings())
+            stats = skill_cycle.evolve(
+                session,
+                tenant_id,
+                embedder=get_embedder(),
+                settings=get_settings(),
+                distiller=_skill_distiller(),
+            )
         totals["created"] += stats.created
         totals["improved"] += stats.improved + stats.rewritten + stats.description_optimised
         totals["retired"] += stats.retired

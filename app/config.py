@@ -115,6 +115,9 @@ class Settings(BaseSettings):
     retrieval_duplicate_jaccard: float = Field(
         default=0.8, gt=0, le=1, description="Word overlap that makes two experiences duplicates."
     )
+    retrieval_skill_share: float = Field(
+        default=0.5, ge=0, le=1, description="Share of top_k that skills may take, unless filtered by level."
+    )
     retrieval_withhold_share: float = Field(
         default=0.05, ge=0, le=1, description="Share of answers that withhold one item (uplift)."
     )

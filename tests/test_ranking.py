@@ -67,13 +67,14 @@ def skill(
     alpha: float = 1.0,
     beta: float = 1.0,
     id: uuid.UUID | None = None,
+    similarity: float = 0.5,
 ) -> Candidate:
     """A skill candidate with a unique name unless given."""
     return Candidate(
         kind=ItemKind.SKILL,
         id=id or _id(),
         ranks=ranks,
-        similarity=0.5,
+        similarity=similarity,
         alpha=alpha,
         beta=beta,
         name=name if name is not None else f"skill-{next(_counter)}",
@@ -324,6 +325,12 @@ class TestBodies:
 
 
 class TestFirstStep:
+    def test_the_strategy_closest_to_the_task_is_pinned_whatever_the_room_words_say(self) -> None:
+        wordy = skill({VECTOR: 2, TEXT: 1}, level="strategy", similarity=0.55)
+        closest = skill({VECTOR: 1}, level="strategy", similarity=0.91)
+        answer = rank([wordy, closest], RankQuery(first_step=True, top_k=8, token_budget=10_000))
+        assert answer[0].candidate.id == closest.id and answer[0].pinned
+
     def test_best_strategy_leads_the_answer(self) -> None:
         lesson = exp({VECTOR: 1, TEXT: 1})
         weak = skill({VECTOR: 5}, level="strategy")
@@ -386,6 +393,34 @@ class TestPinnedSession:
         lesson = exp({VECTOR: 40})
         answer = rank([rival, lesson, pinned], RankQuery(top_k=2, pinned_strategy=pinned.id))
         assert ids(answer) == [pinned.id, lesson.id]
+
+
+class TestStepContext:
+    def test_a_lesson_to_repeat_the_action_just_taken_ranks_lower(self) -> None:
+        again = exp({VECTOR: 1}, template="open door to <task:object>", example="open door to kitchen")
+        next_move = exp({VECTOR: 2}, template="go to <task:object>", example="go to kitchen")
+        plain = RankQuery(top_k=5, token_budget=10_000)
+        assert ids(rank([again, next_move], plain)) == [again.id, next_move.id]
+        after = RankQuery(
+            top_k=5, token_budget=10_000, recent_actions=("Open door to  kitchen",), explain=True
+        )
+        answer = rank([again, next_move], after)
+        assert ids(answer) == [next_move.id, again.id]
+        assert answer[1].explain["repeat_penalty"] == RankConfig().repeat_factor
+
+    def test_an_avoid_lesson_about_the_last_action_is_not_demoted(self) -> None:
+        warn = exp({VECTOR: 1}, polarity="avoid", template="open oven", example="open oven")
+        other = exp({VECTOR: 2}, template="go to hallway", example="go to hallway")
+        answer = rank([warn, other], RankQuery(top_k=5, token_budget=10_000, recent_actions=("open oven",)))
+        assert ids(answer) == [warn.id, other.id]
+
+    def test_skills_are_capped_so_lessons_keep_their_place(self) -> None:
+        skills = [skill({VECTOR: i}) for i in range(1, 5)]
+        lessons = [exp({VECTOR: i}) for i in range(5, 8)]
+        answer = rank([*skills, *lessons], RankQuery(top_k=5, token_budget=10_000, max_skills=2))
+        assert ids(answer) == [skills[0].id, skills[1].id, *(e.id for e in lessons)]
+        uncapped = rank([*skills, *lessons], RankQuery(top_k=5, token_budget=10_000))
+        assert sum(r.candidate.kind == ItemKind.SKILL for r in uncapped) == 4
 
 
 class TestExplain:

@@ -65,6 +65,8 @@ class RankQuery:
     pinned_strategy: uuid.UUID | None = None  # the session's strategy skill
     strategy_children: frozenset[uuid.UUID] = frozenset()  # its functional and atomic skills
     first_step: bool = False  # step 0 or a new session: choose a strategy to pin
+    recent_actions: tuple[str, ...] = ()  # what the agent just did: lessons to do it again rank lower
+    max_skills: int | None = None  # at most this many skills, so lessons for the step keep their place
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ class RankConfig:
     utility_weight: float = 1.0
     child_boost: float = 1.5
     duplicate_jaccard: float = 0.8
+    repeat_factor: float = 0.3
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,7 @@ class _Scored:
     tier: int = _NORMAL
     boosted: bool = False
     pinned: bool = False
+    repeated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +181,9 @@ def _score(candidate: Candidate, query: RankQuery, config: RankConfig, *, sessio
     rrf = sum(1.0 / (config.rrf_k + r) for r in candidate.ranks.values() if r >= 1)
     utility = utility_factor(candidate.alpha, candidate.beta, config.utility_weight)
     score = rrf * utility
+    if query.recent_actions and _repeats(candidate, query.recent_actions):
+        # The agent has just done this; a lesson saying "do it" is rarely what the next step needs.
+        return _Scored(candidate, rrf, utility, score * config.repeat_factor, repeated=True)
     if not session or candidate.kind != ItemKind.SKILL:
         return _Scored(candidate, rrf, utility, score)
     if candidate.id == query.pinned_strategy:
@@ -187,6 +194,18 @@ def _score(candidate: Candidate, query: RankQuery, config: RankConfig, *, sessio
         # Mid-task an agent rarely needs a different plan: keep other strategies, behind everything.
         return _Scored(candidate, rrf, utility, score, tier=_TRAIL)
     return _Scored(candidate, rrf, utility, score)
+
+
+def _repeats(candidate: Candidate, recent: Sequence[str]) -> bool:
+    """Whether a `do` lesson recommends exactly an action the agent has just taken."""
+    if candidate.kind != ItemKind.EXPERIENCE or candidate.polarity != "do":
+        return False
+    done = {" ".join(a.lower().split()) for a in recent}
+    own = {
+        " ".join((candidate.action_example or "").lower().split()),
+        " ".join((candidate.action_template or "").lower().split()),
+    }
+    return bool(done & own)
 
 
 def _pin_best_strategy(scored: list[_Scored], budget: int) -> None:
@@ -200,7 +219,10 @@ def _pin_best_strategy(scored: list[_Scored], budget: int) -> None:
         and payload_tokens(s.candidate, with_body=False) <= budget
     ]
     if strategies:
-        best = min(strategies, key=lambda i: _order(scored[i]))
+        # A plan is for a kind of task: the strategy closest to the query (the task, when the caller
+        # searched skills by it) wins; fused score only breaks ties. Words of the room the agent happens
+        # to start in must not pick the plan.
+        best = min(strategies, key=lambda i: (-round(scored[i].candidate.similarity, 6), _order(scored[i])))
         scored[best] = replace(scored[best], tier=_LEAD, pinned=True)
 
 
@@ -258,8 +280,11 @@ def _fill(distinct: Iterator[_Scored], query: RankQuery) -> tuple[list[_Pick], l
     chosen: list[_Pick] = []
     passed: list[_Scored] = []
     room = query.token_budget
+    skills = 0
     for s in distinct:
         c = s.candidate
+        if c.kind == ItemKind.SKILL and query.max_skills is not None and skills >= query.max_skills:
+            continue
         tokens = payload_tokens(c, with_body=False)
         body = False
         if query.include_body and c.kind == ItemKind.SKILL and c.body:
@@ -272,6 +297,7 @@ def _fill(distinct: Iterator[_Scored], query: RankQuery) -> tuple[list[_Pick], l
             continue
         chosen.append(_Pick(s, tokens, body))
         room -= tokens
+        skills += c.kind == ItemKind.SKILL
         if len(chosen) == query.top_k:
             break
     return chosen, passed
@@ -331,6 +357,8 @@ def _explain(s: _Scored, config: RankConfig) -> dict[str, float]:
     out["utility"] = s.utility
     if s.boosted:
         out["child_boost"] = config.child_boost
+    if s.repeated:
+        out["repeat_penalty"] = config.repeat_factor
     if s.tier == _LEAD:
         out["strategy_pin"] = 1.0
     if s.tier == _TRAIL:

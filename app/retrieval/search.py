@@ -79,12 +79,14 @@ class SearchQuery:
     """One retrieve call as the search sees it."""
 
     tenant_id: uuid.UUID
-    embedding: Sequence[float]
+    embedding: Sequence[float]  # of the normalised observation: experiences and state clusters
     terms: tuple[str, ...]  # content words for full text; see `content_words`
     top_k: int
     filters: SearchFilters = SearchFilters()
     session_id: str | None = None
     include_body: bool = False
+    # Skills describe kinds of task, so they are searched by the task's embedding when given.
+    task_embedding: Sequence[float] | None = None
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,7 @@ def build(query: SearchQuery, config: SearchConfig) -> sql.Composed:
     values = {
         "ef": sql.Literal(ef_search(query.top_k, config.ef_search_floor)),
         "vector": sql.Literal(vector_literal(query.embedding)),
+        "task_vector": sql.Literal(vector_literal(query.task_embedding or query.embedding)),
         "dim": sql.Literal(EMBEDDING_DIM),
         "tenant": sql.Literal(query.tenant_id),
         "limit": sql.Literal(limit),
@@ -278,6 +281,7 @@ def _ranks(value: Mapping[str, Any] | None) -> Mapping[str, int]:
 # accepts as its ORDER BY argument (as in pgvector's "nearest neighbours of a row" example).
 _SELECT = """WITH
 q AS (SELECT {vector}::vector({dim}) AS v),
+t AS (SELECT {task_vector}::vector({dim}) AS v),
 exp_vec AS (
     SELECT id, row_number() OVER (ORDER BY d, id) AS rank FROM (
         SELECT e.id, e.embedding <=> (SELECT v FROM q) AS d FROM experience e
@@ -294,9 +298,9 @@ exp_cluster AS (
     ORDER BY rank LIMIT {limit}),
 skill_vec AS (
     SELECT id, row_number() OVER (ORDER BY d, id) AS rank FROM (
-        SELECT s.id, s.embedding <=> (SELECT v FROM q) AS d FROM skill s
+        SELECT s.id, s.embedding <=> (SELECT v FROM t) AS d FROM skill s
         WHERE s.tenant_id = {tenant} AND {skill_visible}{skill_filter}
-        ORDER BY s.embedding <=> (SELECT v FROM q) LIMIT {limit}) x),
+        ORDER BY s.embedding <=> (SELECT v FROM t) LIMIT {limit}) x),
 {text_ctes},
 {session_ctes},
 exp_hit AS (
@@ -319,7 +323,7 @@ SELECT 'candidate', 'experience', e.id, h.ranks, 1 - (e.embedding <=> (SELECT v 
 FROM exp_hit h JOIN experience e ON e.id = h.id
 WHERE e.tenant_id = {tenant} AND {exp_visible}
 UNION ALL
-SELECT 'candidate', 'skill', s.id, h.ranks, 1 - (s.embedding <=> (SELECT v FROM q)), s.alpha, s.beta,
+SELECT 'candidate', 'skill', s.id, h.ranks, 1 - (s.embedding <=> (SELECT v FROM t)), s.alpha, s.beta,
        NULL, NULL, NULL, NULL, NULL,
        s.head_version, s.name, s.description, s.level::text, {body}, s.domain
 FROM skill_hit h JOIN skill s ON s.id = h.id{body_join}

@@ -135,6 +135,7 @@ def retrieve(
         SearchQuery(
             tenant_id=tenant_id,
             embedding=cache.get(key, embedder),
+            task_embedding=cache.get(normalize_observation(request.task), embedder) if request.task else None,
             terms=terms,
             top_k=request.top_k,
             filters=request.filters,
@@ -156,6 +157,10 @@ def retrieve(
             pinned_strategy=None if first_step else state.strategy_id,
             strategy_children=frozenset() if first_step else state.children,
             first_step=first_step,
+            recent_actions=request.recent_actions[-1:],
+            max_skills=None
+            if request.filters.level
+            else max(1, int(request.top_k * settings.retrieval_skill_share)),
         ),
         rank_config(settings),
     )

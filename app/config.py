@@ -124,6 +124,9 @@ class Settings(BaseSettings):
     retrieval_embedding_cache_size: int = Field(
         default=4096, ge=0, description="Query embeddings kept per API process (0: none)."
     )
+    api_warm_embedder: bool = Field(
+        default=True, description="Load the embedding model when the API starts, not on the first retrieve."
+    )
     api_key_cache_ttl_s: float = Field(
         default=10.0, ge=0, description="Seconds a process trusts a checked API key (0: check every call)."
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -15,9 +16,16 @@ from app.api.middleware import BodySizeLimit
 from app.api.ratelimit import RateLimiter
 from app.api.routes import events, experiences, health, keys, retrieve, skills, trajectories
 from app.config import Settings, get_settings
+from app.embedding import SentenceTransformerEmbedder, get_embedder
 from app.limits import DESCRIPTION, MAX_REQUEST_BYTES
 from app.retrieval.service import QueryEmbeddings
 from app.storage.session import make_engine, make_sessionmaker
+
+
+def _warm() -> None:
+    embedder = get_embedder()
+    if isinstance(embedder, SentenceTransformerEmbedder):
+        embedder.warm()
 
 
 def api_router() -> APIRouter:
@@ -48,6 +56,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessionmaker = make_sessionmaker(engine)
         app.state.redis = client
         app.state.rate_limiter = RateLimiter(client, settings.rate_limit_per_minute)
+        if settings.api_warm_embedder:
+            # Load the model now, off the event loop, so the first /v1/retrieve does not pay for it;
+            # a request that comes sooner waits on the embedder's own load lock.
+            threading.Thread(target=_warm, name="embedder-warm", daemon=True).start()
         try:
             yield
         finally:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import enum
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, MetaData, func
+from sqlalchemy import DateTime, Enum, MetaData, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -17,6 +18,11 @@ NAMING_CONVENTION = {
 }
 
 EMBEDDING_DIM = 384
+
+
+def str_enum(kind: type[enum.StrEnum], name: str) -> Enum:
+    """A PostgreSQL enum type named `name` that stores the members' values (not their names)."""
+    return Enum(kind, name=name, values_callable=lambda e: [m.value for m in e])
 
 
 def utcnow() -> datetime:

@@ -7,11 +7,11 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Enum, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import DateTime, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.storage.models.base import Base, CreatedAt, UUIDPk
+from app.storage.models.base import Base, CreatedAt, UUIDPk, str_enum
 
 
 class EventStatus(enum.StrEnum):
@@ -32,7 +32,7 @@ class Event(UUIDPk, CreatedAt, Base):
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(64))
     status: Mapped[EventStatus] = mapped_column(
-        Enum(EventStatus, name="event_status", values_callable=lambda e: [m.value for m in e]),
+        str_enum(EventStatus, "event_status"),
         default=EventStatus.PENDING,
     )
     attempts: Mapped[int] = mapped_column(Integer, default=0)

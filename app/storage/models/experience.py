@@ -8,11 +8,11 @@ from datetime import datetime
 from typing import Any
 
 from pgvector.sqlalchemy import Vector
-from sqlalchemy import Boolean, DateTime, Enum, Float, ForeignKey, Index, Integer, String, Text, func, text
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, func, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.storage.models.base import EMBEDDING_DIM, Base, CreatedAt, UUIDPk, utcnow
+from app.storage.models.base import EMBEDDING_DIM, Base, CreatedAt, UUIDPk, str_enum, utcnow
 
 
 class Polarity(enum.StrEnum):
@@ -23,10 +23,6 @@ class Polarity(enum.StrEnum):
 class ExperienceStatus(enum.StrEnum):
     ACTIVE = "active"
     RETIRED = "retired"
-
-
-def _enum(kind: type[enum.StrEnum], name: str) -> Enum:
-    return Enum(kind, name=name, values_callable=lambda e: [m.value for m in e])
 
 
 class StateCluster(UUIDPk, CreatedAt, Base):
@@ -94,9 +90,9 @@ class Experience(UUIDPk, CreatedAt, Base):
     cluster_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("state_cluster.id", ondelete="SET NULL"))
     # The skill this lesson refines (an atomic skill for its verb, or the strategy of its task cluster).
     skill_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("skill.id", ondelete="SET NULL"))
-    polarity: Mapped[Polarity] = mapped_column(_enum(Polarity, "polarity"))
+    polarity: Mapped[Polarity] = mapped_column(str_enum(Polarity, "polarity"))
     status: Mapped[ExperienceStatus] = mapped_column(
-        _enum(ExperienceStatus, "experience_status"), default=ExperienceStatus.ACTIVE
+        str_enum(ExperienceStatus, "experience_status"), default=ExperienceStatus.ACTIVE
     )
     text: Mapped[str] = mapped_column(Text)
     text_source: Mapped[str] = mapped_column(String(16), default="heuristic")

@@ -6,10 +6,10 @@ import enum
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, Enum, Float, ForeignKey, Index, Integer, String, Text, func
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, func
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.storage.models.base import Base, CreatedAt, utcnow
+from app.storage.models.base import Base, CreatedAt, str_enum, utcnow
 
 
 class ItemKind(enum.StrEnum):
@@ -21,10 +21,6 @@ class Outcome(enum.StrEnum):
     SUCCESS = "success"
     FAILURE = "failure"
     HARMFUL = "harmful"
-
-
-def _enum(kind: type[enum.StrEnum], name: str) -> Enum:
-    return Enum(kind, name=name, values_callable=lambda e: [m.value for m in e])
 
 
 class Retrieval(CreatedAt, Base):
@@ -45,7 +41,7 @@ class Retrieval(CreatedAt, Base):
     strategy_skill_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("skill.id", ondelete="SET NULL"))
     latency_ms: Mapped[float] = mapped_column(Float)
     # Set once by feedback (or by a posted trajectory that names this retrieval).
-    outcome: Mapped[Outcome | None] = mapped_column(_enum(Outcome, "retrieval_outcome"))
+    outcome: Mapped[Outcome | None] = mapped_column(str_enum(Outcome, "retrieval_outcome"))
     feedback_reason: Mapped[str | None] = mapped_column(Text)
     feedback_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -60,7 +56,7 @@ class RetrievalItem(Base):
         ForeignKey("retrieval.id", ondelete="CASCADE"), primary_key=True
     )
     item_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    kind: Mapped[ItemKind] = mapped_column(_enum(ItemKind, "item_kind"))
+    kind: Mapped[ItemKind] = mapped_column(str_enum(ItemKind, "item_kind"))
     version: Mapped[int | None] = mapped_column(Integer)
     rank: Mapped[int] = mapped_column(Integer)
     score: Mapped[float] = mapped_column(Float)

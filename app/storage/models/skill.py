@@ -8,11 +8,11 @@ from datetime import datetime
 from typing import Any
 
 from pgvector.sqlalchemy import Vector
-from sqlalchemy import Boolean, DateTime, Enum, Float, ForeignKey, Index, Integer, String, Text, func, text
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, func, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.storage.models.base import EMBEDDING_DIM, Base, CreatedAt, UUIDPk, utcnow
+from app.storage.models.base import EMBEDDING_DIM, Base, CreatedAt, UUIDPk, str_enum, utcnow
 
 
 class SkillLevel(enum.StrEnum):
@@ -34,10 +34,6 @@ class SkillEventKind(enum.StrEnum):
     ROLLED_BACK = "rolled_back"
     RETIRED = "retired"
     REJECTED = "rejected"  # a candidate version that failed validation; nothing was written
-
-
-def _enum(kind: type[enum.StrEnum], name: str) -> Enum:
-    return Enum(kind, name=name, values_callable=lambda e: [m.value for m in e])
 
 
 class TaskCluster(UUIDPk, CreatedAt, Base):
@@ -88,9 +84,9 @@ class Skill(UUIDPk, CreatedAt, Base):
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"))
     domain: Mapped[str] = mapped_column(String(128), default="")
     name: Mapped[str] = mapped_column(String(64))
-    level: Mapped[SkillLevel] = mapped_column(_enum(SkillLevel, "skill_level"))
+    level: Mapped[SkillLevel] = mapped_column(str_enum(SkillLevel, "skill_level"))
     status: Mapped[SkillStatus] = mapped_column(
-        _enum(SkillStatus, "skill_status"), default=SkillStatus.ACTIVE
+        str_enum(SkillStatus, "skill_status"), default=SkillStatus.ACTIVE
     )
     # Governance (issue 6) sets these; the evolver's output starts unreviewed.
     trust_tier: Mapped[str] = mapped_column(String(32), default="unreviewed")
@@ -130,7 +126,7 @@ class SkillVersion(UUIDPk, CreatedAt, Base):
     sha256: Mapped[str] = mapped_column(String(64))
     diff: Mapped[str] = mapped_column(Text, default="")
     changed_share: Mapped[float] = mapped_column(Float, default=1.0)
-    change: Mapped[SkillEventKind] = mapped_column(_enum(SkillEventKind, "skill_event_kind"))
+    change: Mapped[SkillEventKind] = mapped_column(str_enum(SkillEventKind, "skill_event_kind"))
     rewrite_reason: Mapped[str | None] = mapped_column(Text)
     distiller: Mapped[str] = mapped_column(String(32))
     llm_model: Mapped[str | None] = mapped_column(String(128))
@@ -177,7 +173,7 @@ class SkillEvent(UUIDPk, CreatedAt, Base):
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"))
     skill_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("skill.id", ondelete="CASCADE"))
-    kind: Mapped[SkillEventKind] = mapped_column(_enum(SkillEventKind, "skill_event_kind"))
+    kind: Mapped[SkillEventKind] = mapped_column(str_enum(SkillEventKind, "skill_event_kind"))
     actor: Mapped[str] = mapped_column(String(256))
     from_version: Mapped[int | None] = mapped_column(Integer)
     to_version: Mapped[int | None] = mapped_column(Integer)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import timedelta
 from functools import lru_cache
@@ -12,6 +13,7 @@ import redis
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from app.config import get_settings
 from app.embedding import get_embedder
@@ -59,22 +61,27 @@ def _skill_distiller() -> SkillDistiller:
 )
 def process_ingest_event(self: object, event_id: str) -> None:  # noqa: ARG001
     """Distill one ingest event: situations, clusters and experiences (idempotent)."""
+    _run_event(
+        "ingest",
+        event_id,
+        lambda session, eid: pipeline.process_ingest(
+            session, eid, embedder=get_embedder(), settings=get_settings(), polisher=_polisher()
+        ),
+    )
+
+
+def _run_event(kind: str, event_id: str, run: Callable[[Session, uuid.UUID], object]) -> None:
+    """Run an event's job in one unit of work; a missing event is dropped, a bug marks it FAILED."""
     try:
         with session_scope() as session:
-            pipeline.process_ingest(
-                session,
-                uuid.UUID(event_id),
-                embedder=get_embedder(),
-                settings=get_settings(),
-                polisher=_polisher(),
-            )
+            run(session, uuid.UUID(event_id))
     except pipeline.EventMissing:
-        log.warning("ingest event %s does not exist; dropping the job", event_id)
+        log.warning("%s event %s does not exist; dropping the job", kind, event_id)
     except (OperationalError, SoftTimeLimitExceeded):
-        raise
+        raise  # transient: Celery retries with backoff
     except Exception as exc:
         # A bug or bad data, not a transient fault: record why, so the client sees FAILED.
-        log.exception("ingest event %s failed", event_id)
+        log.exception("%s event %s failed", kind, event_id)
         with session_scope() as session:
             pipeline.fail_event(session, uuid.UUID(event_id), f"{type(exc).__name__}: {exc}")
 
@@ -119,23 +126,13 @@ def consolidate_experiences() -> dict[str, int]:
 )
 def evolve_skills_event(event_id: str) -> None:
     """Run the skill evolution cycle an admin asked for (idempotent per event)."""
-    try:
-        with session_scope() as session:
-            skill_cycle.run_event(
-                session,
-                uuid.UUID(event_id),
-                embedder=get_embedder(),
-                settings=get_settings(),
-                distiller=_skill_distiller(),
-            )
-    except pipeline.EventMissing:
-        log.warning("skills event %s does not exist; dropping the job", event_id)
-    except (OperationalError, SoftTimeLimitExceeded):
-        raise
-    except Exception as exc:
-        log.exception("skills event %s failed", event_id)
-        with session_scope() as session:
-            pipeline.fail_event(session, uuid.UUID(event_id), f"{type(exc).__name__}: {exc}")
+    _run_event(
+        "skills",
+        event_id,
+        lambda session, eid: skill_cycle.run_event(
+            session, eid, embedder=get_embedder(), settings=get_settings(), distiller=_skill_distiller()
+        ),
+    )
 
 
 @shared_task(name=TaskName.EVOLVE_ALL_SKILLS, acks_late=True, soft_time_limit=900, expires=300)

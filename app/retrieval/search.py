@@ -93,7 +93,7 @@ class SearchQuery:
 class SearchConfig:
     """How wide each source looks; see Settings.retrieval_*."""
 
-    ef_search_floor: int = 40
+    ef_search_floor: int = 320
     per_source_factor: int = 2
     per_source_floor: int = 16
     clusters: int = 3
@@ -335,23 +335,22 @@ UNION ALL
 SELECT 'child', NULL, id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        NULL, NULL, NULL, NULL, NULL, NULL FROM child"""
 
-# The expressions match the GIN indexes `ix_experience_text_fts` and `ix_skill_version_content_fts`.
-# Ranking needs each match's tsvector, computed from the text (there is no stored column), so only
-# the first `text_matches` matches are ranked: a common word must not make the search scan a tenant.
+# Stored tsvector columns, GIN-indexed (`ix_experience_text_tsv`, `ix_skill_version_content_tsv`).
+# Only the first `text_matches` matches are ranked: a common word must not make a query rank a tenant.
 _TEXT_CTES = """exp_text AS (
     SELECT id, row_number() OVER (ORDER BY r DESC, id) AS rank FROM (
-        SELECT m.id, ts_rank_cd(to_tsvector('english', m.text), {tsquery}) AS r FROM (
-            SELECT e.id, e.text FROM experience e
-            WHERE to_tsvector('english', e.text) @@ {tsquery}
+        SELECT m.id, ts_rank_cd(m.text_tsv, {tsquery}) AS r FROM (
+            SELECT e.id, e.text_tsv FROM experience e
+            WHERE e.text_tsv @@ {tsquery}
               AND e.tenant_id = {tenant} AND {exp_visible}{exp_filter}
             LIMIT {text_matches}) m
         ORDER BY r DESC LIMIT {limit}) x),
 skill_text AS (
     SELECT id, row_number() OVER (ORDER BY r DESC, id) AS rank FROM (
-        SELECT m.id, ts_rank_cd(to_tsvector('english', m.content), {tsquery}) AS r FROM (
-            SELECT s.id, v.content
+        SELECT m.id, ts_rank_cd(m.content_tsv, {tsquery}) AS r FROM (
+            SELECT s.id, v.content_tsv
             FROM skill_version v JOIN skill s ON s.id = v.skill_id AND v.version = s.head_version
-            WHERE to_tsvector('english', v.content) @@ {tsquery}
+            WHERE v.content_tsv @@ {tsquery}
               AND s.tenant_id = {tenant} AND {skill_visible}{skill_filter}
             LIMIT {text_matches}) m
         ORDER BY r DESC LIMIT {limit}) x)"""

@@ -8,8 +8,19 @@ from datetime import datetime
 from typing import Any
 
 from pgvector.sqlalchemy import Vector
-from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, func, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import (
+    Boolean,
+    Computed,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.storage.models.base import EMBEDDING_DIM, Base, CreatedAt, UUIDPk, str_enum, utcnow
@@ -82,7 +93,7 @@ class Experience(UUIDPk, CreatedAt, Base):
             postgresql_with={"m": 16, "ef_construction": 64},
             postgresql_ops={"embedding": "vector_cosine_ops"},
         ),
-        Index("ix_experience_text_fts", text("to_tsvector('english', text)"), postgresql_using="gin"),
+        Index("ix_experience_text_tsv", "text_tsv", postgresql_using="gin"),
     )
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"))
@@ -95,6 +106,8 @@ class Experience(UUIDPk, CreatedAt, Base):
         str_enum(ExperienceStatus, "experience_status"), default=ExperienceStatus.ACTIVE
     )
     text: Mapped[str] = mapped_column(Text)
+    # Stored, so full-text search neither recomputes it per row nor per ranked match.
+    text_tsv: Mapped[str] = mapped_column(TSVECTOR, Computed("to_tsvector('english', text)", persisted=True))
     text_source: Mapped[str] = mapped_column(String(16), default="heuristic")
     llm_model: Mapped[str | None] = mapped_column(String(128))
     action_template: Mapped[str] = mapped_column(Text)

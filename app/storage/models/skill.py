@@ -8,8 +8,19 @@ from datetime import datetime
 from typing import Any
 
 from pgvector.sqlalchemy import Vector
-from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, func, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import (
+    Boolean,
+    Computed,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.storage.models.base import EMBEDDING_DIM, Base, CreatedAt, UUIDPk, str_enum, utcnow
@@ -113,15 +124,16 @@ class SkillVersion(UUIDPk, CreatedAt, Base):
     __tablename__ = "skill_version"
     __table_args__ = (
         Index("uq_skill_version_skill_id_version", "skill_id", "version", unique=True),
-        Index(
-            "ix_skill_version_content_fts", text("to_tsvector('english', content)"), postgresql_using="gin"
-        ),
+        Index("ix_skill_version_content_tsv", "content_tsv", postgresql_using="gin"),
     )
 
     skill_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("skill.id", ondelete="CASCADE"))
     version: Mapped[int] = mapped_column(Integer)
     parent_version: Mapped[int | None] = mapped_column(Integer)
     content: Mapped[str] = mapped_column(Text)
+    content_tsv: Mapped[str] = mapped_column(
+        TSVECTOR, Computed("to_tsvector('english', content)", persisted=True)
+    )
     files: Mapped[dict[str, str]] = mapped_column(JSONB, default=dict)
     sha256: Mapped[str] = mapped_column(String(64))
     diff: Mapped[str] = mapped_column(Text, default="")

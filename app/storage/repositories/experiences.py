@@ -14,7 +14,7 @@ from sqlalchemy.sql.expression import ColumnClause
 from app.storage.models import Experience, ExperienceEvidence, ExperienceStatus, Polarity, utcnow
 from app.storage.repositories.trajectories import Cursor
 
-# Rendered as a literal so the expression is exactly the one `ix_experience_text_fts` indexes.
+# The text search configuration of the stored `text_tsv` column, rendered as a literal.
 _ENGLISH: ColumnClause[str] = literal_column("'english'")
 
 
@@ -51,9 +51,7 @@ def page(
         query = query.where(Experience.status == filters.status)
     if filters.query is not None:
         query = query.where(
-            func.to_tsvector(_ENGLISH, Experience.text).bool_op("@@")(
-                func.websearch_to_tsquery(_ENGLISH, filters.query)
-            )
+            Experience.text_tsv.bool_op("@@")(func.websearch_to_tsquery(_ENGLISH, filters.query))
         )
     if cursor is not None:
         query = query.where(

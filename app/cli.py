@@ -9,7 +9,7 @@ import os
 import time
 import zipfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import httpx
 import typer
@@ -217,6 +217,57 @@ def export(
     typer.echo(f"wrote {written} skills to {directory}")
 
 
+@app.command()
+def scan(
+    directory: Annotated[Path, typer.Argument(help="A skill folder, or a folder of skill folders.")],
+    jsonl: Annotated[bool, typer.Option("--jsonl", help="One JSON verdict per line.")] = False,
+    by_file: Annotated[bool, typer.Option("--by-file", help="Group each skill's findings by file.")] = False,
+    llm: Annotated[bool, typer.Option("--llm", help="Ask the configured LLM for a second opinion.")] = False,
+) -> None:
+    """Scan skills for risk (offline, nothing is run): one verdict per folder holding a SKILL.md."""
+    from app.governance import find_skills, scan_folder
+
+    if not directory.is_dir():
+        raise typer.BadParameter(f"{directory} is not a folder")
+    reviewer = None
+    if llm:
+        from app.governance.llm import get_reviewer
+
+        reviewer = get_reviewer(get_settings())
+        if reviewer is None:
+            typer.echo("no LLM configured (SKILLFOUNDRY_LLM_BASE_URL); scanning without it", err=True)
+    root = directory.resolve()
+    single = len(skills := find_skills(root)) == 1 and skills[0] == root
+    flagged = 0
+    for folder in skills:
+        name = folder.name if single else folder.relative_to(root).as_posix()
+        verdict = scan_folder(folder, skill=name)
+        if reviewer is not None:
+            from app.governance.llm import with_opinion
+            from app.governance.scanner import read_folder
+
+            verdict = with_opinion(verdict, reviewer.review(read_folder(folder), verdict))
+        flagged += verdict.malicious
+        if jsonl:
+            typer.echo(json.dumps(verdict.as_dict(by_file=by_file), ensure_ascii=False))
+            continue
+        label = "MALICIOUS" if verdict.malicious else "ok"
+        typer.echo(f"{label:9} {verdict.score:.2f}  {name}  ({len(verdict.findings)} findings)")
+        shown = [f for f in verdict.findings if f.severity > 0]
+        if by_file:
+            for file in sorted({f.file for f in shown}):
+                typer.echo(f"    {file}")
+                for finding in (f for f in shown if f.file == file):
+                    label, where = finding.severity.label, f":{finding.line}"
+                    typer.echo(f"      {label:8} {finding.rule_id:22} {where}  {finding.snippet}")
+        else:
+            for finding in shown:
+                where = f"{finding.file}:{finding.line}"
+                typer.echo(f"    {finding.severity.label:8} {finding.rule_id:22} {where}  {finding.snippet}")
+    if not jsonl:
+        typer.echo(f"{len(skills)} skills scanned, {flagged} flagged malicious")
+
+
 def _extract(archive: zipfile.ZipFile, directory: Path) -> None:
     """Unzip into `directory`, refusing members that would land outside it."""
     root = directory.resolve()
@@ -262,11 +313,17 @@ def bench_evolve(
         Path | None, typer.Option(help="JSONL of recorded trajectories instead of generated ones.")
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
+    precision: Annotated[
+        Literal["auto", "float32", "bfloat16"] | None,
+        typer.Option(help="Embedding precision instead of SKILLFOUNDRY_EMBEDDING_PRECISION."),
+    ] = None,
 ) -> None:
     """Distillation throughput of one worker process, observation cache share and dedup rate."""
     from app.bench.evolve import run_evolve_bench
 
     settings = _settings()
+    if precision is not None:
+        settings = settings.model_copy(update={"embedding_precision": precision})
     result = run_evolve_bench(
         settings,
         trajectories=trajectories,
@@ -275,6 +332,29 @@ def bench_evolve(
         data=data,
         echo=lambda t: typer.echo(t, err=True),
     )
+    typer.echo(json.dumps(result, indent=2) if json_out else result["summary"])
+
+
+@bench_app.command("retrieve")
+def bench_retrieve(
+    experiences: Annotated[int | None, typer.Option(help="Experiences [100000; --small 2000].")] = None,
+    skills: Annotated[int | None, typer.Option(help="Skills [5000; --small 100].")] = None,
+    tenants: Annotated[int | None, typer.Option(help="Tenants sharing them [4; --small 2].")] = None,
+    queries: Annotated[int | None, typer.Option(help="Queries per latency/recall phase [500; 40].")] = None,
+    seconds: Annotated[float | None, typer.Option(help="Each queries/s phase [10; --small 2].")] = None,
+    seed: int = 11,
+    small: Annotated[bool, typer.Option("--small", help="A quick run on a small library.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
+) -> None:
+    """Load a synthetic library; report /v1/retrieve latency, queries/s and HNSW recall@10 vs the aims."""
+    from app.bench.retrieve import resolve_sizes, run_retrieve_bench
+
+    settings = _settings()
+    sizes = resolve_sizes(
+        small=small, experiences=experiences, skills=skills, tenant_count=tenants, queries=queries,
+        seconds=seconds,
+    )  # fmt: skip
+    result = run_retrieve_bench(settings, sizes, seed=seed, echo=lambda t: typer.echo(t, err=True))
     typer.echo(json.dumps(result, indent=2) if json_out else result["summary"])
 
 
@@ -350,30 +430,19 @@ def _eval_skills_run(
     """Ingest and distill `train` as the worker would, run one skill cycle, then score `test`."""
     from app.embedded import scratch_database
     from app.embedding import get_embedder
-    from app.evolver import pipeline, skill_cycle, skill_eval
-    from app.ingestion import service as ingestion
-    from app.storage.repositories import tenants
+    from app.evolver import eval_library, skill_eval
     from app.storage.session import session_scope
 
     embedder = get_embedder()
     with scratch_database("sfeval-") as factory:
+        learnt = eval_library.learn(
+            factory, train, embedder=embedder, settings=settings, echo=lambda t: typer.echo(t, err=True)
+        )
         with session_scope(factory) as session:
-            tenant_id = tenants.create_tenant(session, "eval").id
-        for n, body in enumerate(train, 1):  # one event per trajectory, in arrival order
-            with session_scope(factory) as session:
-                event_id = ingestion.accept(session, tenant_id, [body], schedule=False).event_id
-            with session_scope(factory) as session:
-                pipeline.process_ingest(session, event_id, embedder=embedder, settings=settings)
-            if n % 20 == 0 or n == len(train):
-                typer.echo(f"[eval] distilled {n}/{len(train)} training runs", err=True)
-        with session_scope(factory) as session:
-            stats = skill_cycle.evolve(
-                session, tenant_id, embedder=embedder, settings=settings, batch=max(1000, len(train))
+            result = skill_eval.evaluate(
+                session, learnt.tenant_id, test, embedder=embedder, settings=settings
             )
-        with session_scope(factory) as session:
-            result = skill_eval.evaluate(session, tenant_id, test, embedder=embedder, settings=settings)
-    cycle = {k: v for k, v in stats.as_dict().items() if k != "decisions"}
-    training: dict[str, object] = {"train_runs": len(train), "test_runs": len(test), "cycle": cycle}
+    training: dict[str, object] = {"test_runs": len(test), **learnt.as_dict()}
     if json_out:
         typer.echo(json.dumps({"training": training, **result.as_dict()}, indent=2))
         return
@@ -439,6 +508,89 @@ def _print_skill_eval(
         console.print(f"  {reason}: nearest task cluster similarity {shown}: {task[:90]!r}", markup=False)
     if failed:
         console.print(f"held-out runs that failed, not scored: {failed}")
+
+
+@eval_app.command("retrieve", context_settings={"ignore_unknown_options": True})
+def eval_retrieve(
+    files: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="[--train FILE...] --test FILE...",
+            help="JSONL files of API trajectory items: the runs to learn from, then the held-out runs.",
+            show_default=False,
+        ),
+    ],
+    static: Annotated[
+        bool, typer.Option("--static", help="Only the baseline: one retrieval per run, from the task text.")
+    ] = False,
+    compare: Annotated[
+        bool | None,
+        typer.Option(
+            "--compare/--no-compare",
+            help="Step-conditioned and static side by side (default: yes, unless --static).",
+            show_default=False,
+        ),
+    ] = None,
+    leave_task_out: Annotated[
+        str | None,
+        typer.Option(
+            "--leave-task-out",
+            metavar="NAME",
+            help="Learn without runs whose metadata.task_name is NAME; replay only those.",
+        ),
+    ] = None,
+    top_k: Annotated[int, typer.Option(min=1, max=50, help="Items per answer.")] = 5,
+    token_budget: Annotated[int, typer.Option(min=50, max=8000, help="Token budget per answer.")] = 500,
+    skills: Annotated[
+        bool, typer.Option("--skills/--no-skills", help="Fetch strategy procedures for the skill figures.")
+    ] = True,
+    url: Annotated[
+        str | None, typer.Option("--url", help="Replay against this running service; nothing is learnt.")
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", envvar="SKILLFOUNDRY_API_KEY", help="Its agent key (--url).")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
+) -> None:
+    """Replay --test runs step by step against /v1/retrieve: Hit@1, Hit@5, MRR and avoid rate."""
+    from rich.console import Console
+
+    from app.evaluation import retrieve_table, run_retrieve_eval, strategy_lines
+    from app.evolver import retrieve_eval
+    from app.evolver.retrieve_eval import Ask, Mode, ReplayFailed
+
+    named = _eval_files(files)
+    train, test = _trajectory_items(named["train"]), _trajectory_items(named["test"])
+    if url is not None and (train or not api_key):
+        raise typer.BadParameter("--url replays against a trained service: give --api-key and no --train")
+    if leave_task_out is not None:
+        train, test = retrieve_eval.leave_task_out(train, test, leave_task_out)
+        if url is not None:
+            typer.echo("warning: with --url the service's library may have learnt that task", err=True)
+    if not test or (url is None and not train):
+        raise typer.BadParameter("need held-out runs in --test and, without --url, runs in --train")
+    both = compare if compare is not None else not static
+    modes = [Mode.STEP, Mode.STATIC] if both else [Mode.STATIC] if static else [Mode.STEP]
+    ask = Ask(top_k=top_k, token_budget=token_budget, skills=skills)
+    try:
+        report, library = run_retrieve_eval(
+            _settings(), train, test, modes=modes, ask=ask, url=url, api_key=api_key or "",
+            echo=lambda t: typer.echo(t, err=True),
+        )  # fmt: skip
+    except (ReplayFailed, httpx.HTTPError) as exc:
+        typer.echo(f"replay failed: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    if json_out:
+        typer.echo(json.dumps({"library": library, **report.as_dict()}, indent=2))
+        return
+    console = Console()
+    console.print(f"library: {library}", markup=False)
+    console.print(retrieve_table(report))
+    console.print("strategy skills the runs were given (session pin):", markup=False)
+    for line in strategy_lines(report):
+        console.print(line, markup=False)
+    if report.failed_runs:
+        console.print(f"held-out runs that failed, not replayed: {report.failed_runs}")
 
 
 def main() -> None:

@@ -1,14 +1,31 @@
-"""The pure parts of `skillfoundry bench ingest`: no services are started here."""
+"""The benchmarks: pure parts of `bench ingest` and `bench retrieve`, and one small retrieve run."""
 
 from __future__ import annotations
 
 import json
 import random
+import uuid
 
+import numpy as np
 import pytest
 
 from app.api.schemas.trajectories import TrajectoryIn
+from app.bench.evolve import run_evolve_bench
 from app.bench.ingest import STEPS_PER_TRAJECTORY, make_payloads, make_trajectory, percentile
+from app.bench.retrieve import (
+    ITEM_SPREAD,
+    Sizes,
+    around,
+    distinct_observations,
+    exact_top,
+    recall_at,
+    run_retrieve_bench,
+    server_timing,
+    skill_document,
+    unit_rows,
+)
+from app.config import Settings
+from app.skill_md import validate
 
 
 def test_percentile_interpolates_between_ranks() -> None:
@@ -41,3 +58,95 @@ def test_generated_trajectories_are_valid_twenty_step_bodies() -> None:
     assert isinstance(items, list) and len(items) == 100
     TrajectoryIn.model_validate(items[-1])
     TrajectoryIn.model_validate(json.loads(single))
+
+
+class TestRetrieveBench:
+    """`skillfoundry bench retrieve`: its pure parts, and one tiny run that checks the report's shape."""
+
+    def test_server_timing_reads_the_named_metric(self) -> None:
+        """The handler's `retrieve;dur=` is read; other metrics, missing or odd headers give None."""
+        assert server_timing("retrieve;dur=12.5") == 12.5
+        assert server_timing('db;dur=3, retrieve;desc="all";dur=7') == 7.0
+        assert server_timing("db;dur=3") is None
+        assert server_timing("retrieve;dur=abc") is None
+        assert server_timing(None) is None
+
+    def test_recall_counts_ties_with_the_tenth_as_found(self) -> None:
+        """recall@k is the share of exact neighbours found; an item as close as the k-th counts."""
+        vectors = unit_rows(np.random.default_rng(3).standard_normal((50, 8)))
+        query = vectors[0]
+        top = exact_top(vectors, query, 10)
+        scores = vectors @ query
+        assert top[0] == 0 and list(scores[top]) == sorted(scores[top], reverse=True)
+        ids = [uuid.uuid4() for _ in range(50)]
+        by_id = {ids[i]: float(scores[i]) for i in range(50)}
+        kth = float(scores[top[-1]])
+        assert recall_at([ids[int(i)] for i in top], by_id, kth, 10) == 1.0
+        worst = [ids[int(i)] for i in np.argsort(scores)[:10]]
+        assert recall_at([ids[int(i)] for i in top[:5]] + worst[:5], by_id, kth, 10) == 0.5
+        assert recall_at([ids[int(top[0])]] * 10, by_id, kth, 10) == 0.1  # duplicates count once
+
+    def test_generated_library_parts_have_the_documented_structure(self) -> None:
+        """Distinct situation keys; unit vectors about 0.9 alike to their centre; a valid SKILL.md."""
+        rng = random.Random(5)  # noqa: S311 - test data
+        pairs = distinct_observations(rng, 200, set())
+        assert len({key for _, key in pairs}) == 200
+        centres = unit_rows(np.random.default_rng(5).standard_normal((400, 384)))
+        items = around(np.random.default_rng(6), centres, ITEM_SPREAD)
+        assert np.allclose(np.linalg.norm(items, axis=1), 1.0, atol=1e-5)
+        alike = float(np.mean(np.sum(items * centres, axis=1)))
+        assert 0.85 < alike < 0.95
+        doc, level = skill_document(rng, 1)
+        assert validate(doc) == [] and level in ("strategy", "functional", "atomic")
+
+    @pytest.mark.e2e
+    def test_small_run_reports_every_figure(self) -> None:
+        """A tiny run (scratch database, real model, API process): counts, recall, ordered percentiles."""
+        sizes = Sizes(experiences=2_000, skills=100, tenants=2, queries=12, seconds=0.5)
+        result = run_retrieve_bench(Settings(), sizes, seed=3, echo=lambda _: None)
+
+        assert result["benchmark"] == "retrieve"
+        assert result["parameters"]["tenant_experiences"] == 1_000
+        assert set(result["load"]["copy_s"]) == {"state_cluster", "skill", "skill_version", "experience"}
+        assert "ix_experience_embedding_hnsw" in result["load"]["index_s"]
+        for name in ("service_queries", "in_distribution"):
+            recall = result["recall"][name]
+            assert recall["queries"] == 12
+            assert 0.0 <= recall["min"] <= recall["recall_at_10"] <= 1.0
+        sweep = result["recall"]["by_ef_search_floor"]
+        assert "40" in sweep and all(0.0 <= v["recall_at_10"] <= 1.0 for v in sweep.values())
+        for phase in ("uncached", "cached"):
+            latency = result["latency"][phase]
+            assert latency["requests"] == 12 and latency["errors"] == 0
+            assert latency["recorded_ms"]["rows"] == 12
+            for figures in (latency["server_ms"], latency["client_ms"], latency["recorded_ms"]):
+                assert 0 < figures["p50"] <= figures["p95"] <= figures["p99"] <= figures["max"]
+        assert set(result["throughput"]) == {"cached_1", "cached_4", "uncached_1", "uncached_4"}
+        for phase in result["throughput"].values():
+            assert phase["requests"] > 0 and phase["errors"] == 0 and phase["queries_per_s"] > 0
+        assert result["yardstick"]["tenant_vectors"] == 1_000 and result["yardstick"]["all_vectors"] == 2_000
+        assert set(result["aims"]) == {"uncached_p50_ms", "uncached_p99_ms", "cached_p50_ms", "recall_at_10"}
+        assert all(isinstance(aim["met"], bool) for aim in result["aims"].values())
+        assert "recall@10" in result["summary"]
+        json.dumps(result)
+
+
+class TestEvolveBench:
+    """`skillfoundry bench evolve`: one tiny run that checks the report's shape."""
+
+    @pytest.mark.e2e
+    def test_small_run_reports_every_figure(self) -> None:
+        """Two events on a scratch database with the real model: counts add up, the precision is named."""
+        settings = Settings(embedding_precision="float32")
+        result = run_evolve_bench(settings, trajectories=4, per_event=2, seed=3, echo=lambda _: None)
+
+        figures, params = result["figures"], result["parameters"]
+        assert params["steps"] == 4 * STEPS_PER_TRAJECTORY
+        assert params["embedding_precision"] == "float32" and params["torch_threads"] >= 1
+        assert figures["observations_from_cache_share"] == 0.0  # generated observations are all new
+        assert 0 < figures["clusters_created"] <= figures["observations_encoded"] <= params["steps"]
+        assert len(figures["model_encode_rate_before_after"]) == 2
+        assert figures["trajectories_per_s"] > 0 and figures["share_of_yardstick"] > 0
+        assert isinstance(result["target"]["met"], bool)
+        assert "float32" in result["summary"]
+        json.dumps(result)

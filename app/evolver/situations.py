@@ -79,15 +79,15 @@ def assign(
         # A situation repeated within this pass joins the cluster found for it the first time.
         seen: dict[str, StateCluster] = {}
         # Clusters opened or moved in this pass: their new centroids are not in the database yet.
-        touched: dict[uuid.UUID, StateCluster] = {}
+        touched = _Touched(embedder.dim)
         for step in (s for s in steps if s.domain == domain):
             key = keys[step.step_id]
             digest = key_hash(key)
             vector = vectors[digest]
             cluster = seen.get(digest)
             if cluster is None:
-                best = _closest(
-                    distillation.nearest_cluster(session, tenant_id, domain, vector), touched, vector
+                best = _better(
+                    distillation.nearest_cluster(session, tenant_id, domain, vector), touched.closest(vector)
                 )
                 if best is not None and best[1] >= threshold:
                     cluster = best[0]
@@ -98,9 +98,9 @@ def assign(
                     )
                     created += 1
                 seen[digest] = cluster
-                touched[cluster.id] = cluster
             else:
                 distillation.absorb(cluster, vector)
+            touched.put(cluster)
             situations[step.step_id] = StepSituation(step.step_id, key, vector, cluster.id)
     session.flush()
     distillation.set_situations(session, list(situations.values()), embedder.model_name)
@@ -114,16 +114,37 @@ def assign(
     return situations, stats
 
 
-def _closest(
-    stored: tuple[StateCluster, float] | None, touched: dict[uuid.UUID, StateCluster], vector: list[float]
-) -> tuple[StateCluster, float] | None:
-    """The better of the database's nearest cluster and the clusters this pass touched."""
-    best = stored
-    if touched:
-        rows = list(touched.values())
-        centroids = np.asarray([c.centroid for c in rows], dtype=np.float64)
-        similarity = centroids @ np.asarray(vector, dtype=np.float64)
+class _Touched:
+    """The clusters a pass opened or moved, their current centroids kept as the rows of one matrix."""
+
+    def __init__(self, dim: int) -> None:
+        self._clusters: list[StateCluster] = []
+        self._row: dict[uuid.UUID, int] = {}
+        self._centroids = np.empty((64, dim), dtype=np.float64)
+
+    def put(self, cluster: StateCluster) -> None:
+        """Add a cluster, or take in its moved centroid."""
+        row = self._row.get(cluster.id)
+        if row is None:
+            row = self._row[cluster.id] = len(self._clusters)
+            self._clusters.append(cluster)
+            if row == len(self._centroids):
+                self._centroids = np.concatenate([self._centroids, np.empty_like(self._centroids)])
+        self._centroids[row] = cluster.centroid
+
+    def closest(self, vector: list[float]) -> tuple[StateCluster, float] | None:
+        """The touched cluster nearest to `vector`, with its cosine similarity."""
+        if not self._clusters:
+            return None
+        similarity = self._centroids[: len(self._clusters)] @ np.asarray(vector, dtype=np.float64)
         index = int(np.argmax(similarity))
-        if best is None or float(similarity[index]) > best[1]:
-            best = (rows[index], float(similarity[index]))
-    return best
+        return self._clusters[index], float(similarity[index])
+
+
+def _better(
+    stored: tuple[StateCluster, float] | None, touched: tuple[StateCluster, float] | None
+) -> tuple[StateCluster, float] | None:
+    """The closer of the database's nearest cluster and the nearest one this pass touched."""
+    if stored is None or (touched is not None and touched[1] > stored[1]):
+        return touched
+    return stored

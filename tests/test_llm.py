@@ -118,11 +118,11 @@ def test_client_is_built_once(fake: FakeOpenAI, make_polisher: Callable[..., Ope
     polisher = make_polisher(fake.url)
 
     polisher.polish(draft())
-    client = polisher._client
+    client = polisher._openai.current
     polisher.polish(draft())
 
     assert client is not None
-    assert polisher._client is client
+    assert polisher._openai.current is client
     assert "test-key" not in repr(polisher)
 
 
@@ -272,7 +272,7 @@ def test_get_polisher_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
         0,
     )
     # Nothing is contacted until the first polish.
-    assert polisher._client is None
+    assert polisher._openai.current is None
 
 
 @pytest.mark.parametrize(

@@ -555,7 +555,7 @@ class TestSetup:
         )
         assert distiller.budget.tokens_per_day == 1234
         # Nothing is contacted until the first distillation, and the key stays out of the repr.
-        assert distiller._client is None
+        assert distiller._openai.current is None
         assert "not-needed" not in repr(distiller)
 
     def test_the_prompt_file_ships_with_the_package(self) -> None:

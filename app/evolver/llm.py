@@ -217,6 +217,42 @@ def parse_answer(content: str, draft: Draft) -> str:
     return validate_text(text, draft)
 
 
+class LazyClient:
+    """One `openai.OpenAI` client, built on first use and shared by the threads of a worker."""
+
+    def __init__(self, base_url: str, api_key: str, *, timeout_s: float, max_retries: int) -> None:
+        self._base_url = base_url
+        self._api_key = api_key  # kept out of reprs and logs
+        self._timeout_s = timeout_s
+        self._max_retries = max_retries
+        self._client: openai.OpenAI | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> openai.OpenAI:
+        """The client, built once."""
+        with self._lock:
+            if self._client is None:
+                self._client = openai.OpenAI(
+                    base_url=self._base_url,
+                    api_key=self._api_key,
+                    timeout=self._timeout_s,
+                    max_retries=self._max_retries,
+                )
+            return self._client
+
+    @property
+    def current(self) -> openai.OpenAI | None:
+        """The client if it was built, else None."""
+        return self._client
+
+    def close(self) -> None:
+        """Close the client, if one was made."""
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+
 class OpenAIPolisher:
     """A `Polisher` that asks an OpenAI-compatible chat-completions endpoint."""
 
@@ -227,32 +263,15 @@ class OpenAIPolisher:
         self.model = model
         self.timeout_s = timeout_s
         self.max_retries = max_retries
-        self._api_key = api_key
-        self._client: openai.OpenAI | None = None
-        # Workers may share one polisher across threads; the client must still be built only once.
-        self._lock = threading.Lock()
+        self._openai = LazyClient(base_url, api_key, timeout_s=timeout_s, max_retries=max_retries)
 
     def __repr__(self) -> str:
         # The API key stays out of reprs and logs.
         return f"OpenAIPolisher(base_url={self.base_url!r}, model={self.model!r})"
 
-    def _get_client(self) -> openai.OpenAI:
-        with self._lock:
-            if self._client is None:
-                self._client = openai.OpenAI(
-                    base_url=self.base_url,
-                    api_key=self._api_key,
-                    timeout=self.timeout_s,
-                    max_retries=self.max_retries,
-                )
-            return self._client
-
     def close(self) -> None:
         """Close the HTTP client, if one was made."""
-        with self._lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+        self._openai.close()
 
     def prompt_hash(self, draft: Draft) -> str:
         """The SHA-256 (hex) of the prompt `polish` sends for `draft`."""
@@ -263,7 +282,7 @@ class OpenAIPolisher:
         messages = build_messages(draft)
         digest = prompt_hash(draft)
         try:
-            response: object = self._get_client().chat.completions.create(
+            response: object = self._openai.get().chat.completions.create(
                 model=self.model,
                 messages=messages,
                 response_format={"type": "json_object"},

@@ -31,7 +31,6 @@ import hashlib
 import json
 import logging
 import re
-import threading
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -55,6 +54,7 @@ from pydantic import (
 
 from app import skill_md
 from app.evolver import skill_refine
+from app.evolver.llm import LazyClient
 from app.evolver.skill_distill import AvoidNote, RunView, verb_of
 from app.skill_md import EVIDENCE, PITFALLS, PROCEDURE, WHEN_TO_USE, Section, SkillDocument
 
@@ -466,32 +466,15 @@ class LLMDistiller:
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self.prompt = load_prompt(prompt_version)
-        self._api_key = api_key
-        self._client: openai.OpenAI | None = None
-        # Workers may share one distiller across threads; the client must still be built only once.
-        self._lock = threading.Lock()
+        self._openai = LazyClient(base_url, api_key, timeout_s=timeout_s, max_retries=max_retries)
 
     def __repr__(self) -> str:
         # The API key stays out of reprs and logs.
         return f"LLMDistiller(base_url={self.base_url!r}, model={self.model!r})"
 
-    def _get_client(self) -> openai.OpenAI:
-        with self._lock:
-            if self._client is None:
-                self._client = openai.OpenAI(
-                    base_url=self.base_url,
-                    api_key=self._api_key,
-                    timeout=self.timeout_s,
-                    max_retries=self.max_retries,
-                )
-            return self._client
-
     def close(self) -> None:
         """Close the HTTP client, if one was made."""
-        with self._lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+        self._openai.close()
 
     def prompt_hash(self, draft: SkillDocument, context: DistillContext) -> str:
         """The SHA-256 (hex) of the messages `distill` sends for this draft and context."""
@@ -526,7 +509,7 @@ class LLMDistiller:
             )
 
         try:
-            response: object = self._get_client().chat.completions.create(
+            response: object = self._openai.get().chat.completions.create(
                 model=self.model,
                 messages=messages,
                 response_format={"type": "json_object"},

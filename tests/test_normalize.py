@@ -5,6 +5,7 @@ import json
 import pytest
 
 from app.evolver.normalize import DEFAULT_MAX_CHARS, mask_text, normalize_observation
+from app.evolver.situations import KEY_CACHE_MAX_CHARS, _remembered_key, situation_key
 
 KITCHEN = """This room is called the kitchen. In it, you see:
 \tthe agent
@@ -382,3 +383,14 @@ class TestStability:
     def test_samples_have_distinct_keys(self) -> None:
         keys = {normalize_observation(text) for text in SAMPLES.values()}
         assert len(keys) == len(SAMPLES)
+
+    def test_situation_key_is_the_key_remembered_for_short_texts(self) -> None:
+        """The worker's per-process memory of keys returns what normalising returns, and skips long texts."""
+        assert situation_key(KITCHEN) == normalize_observation(KITCHEN)
+        before = _remembered_key.cache_info()
+        assert situation_key(KITCHEN) == normalize_observation(KITCHEN)
+        assert _remembered_key.cache_info().hits == before.hits + 1
+        log = build_log(jobs=400, failing_job=123)
+        assert len(log) > KEY_CACHE_MAX_CHARS
+        assert situation_key(log) == normalize_observation(log)
+        assert _remembered_key.cache_info().currsize == before.currsize

@@ -6,6 +6,7 @@ import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from sqlalchemy.orm import Session
@@ -17,6 +18,10 @@ from app.storage.repositories import distillation
 from app.storage.repositories.distillation import StepSituation
 
 EMBED_CHUNK = 256
+# Observations recur across a worker's jobs (a room described again, the same error), so their keys
+# are remembered per process; long ones are rare, and would make the memory this takes unbounded.
+KEY_CACHE_SIZE = 4096
+KEY_CACHE_MAX_CHARS = 8_000
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,18 @@ class SituationStats:
     cache_hits: int
     encoded: int
     clusters_created: int
+
+
+def situation_key(observation: str) -> str:
+    """The situation key of an observation (normalize_observation, remembered for short texts)."""
+    if len(observation) > KEY_CACHE_MAX_CHARS:
+        return normalize_observation(observation)
+    return _remembered_key(observation)
+
+
+@lru_cache(maxsize=KEY_CACHE_SIZE)
+def _remembered_key(observation: str) -> str:
+    return normalize_observation(observation)
 
 
 def key_hash(key: str) -> str:
@@ -69,7 +86,7 @@ def assign(
     if not steps:
         return {}, SituationStats(0, 0, 0, 0, 0)
     tenant_id = steps[0].tenant_id
-    keys = {s.step_id: normalize_observation(s.observation) for s in steps}
+    keys = {s.step_id: situation_key(s.observation) for s in steps}
     vectors, hits = embed_situations(session, tenant_id, list(keys.values()), embedder)
 
     situations: dict[uuid.UUID, StepSituation] = {}

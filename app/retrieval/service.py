@@ -24,8 +24,7 @@ from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.embedding import Embedder
-from app.evolver.normalize import normalize_observation
-from app.evolver.situations import key_hash
+from app.evolver.situations import key_hash, situation_key
 from app.retrieval import ranking
 from app.retrieval.ranking import RankConfig, Ranked, RankQuery
 from app.retrieval.search import SearchConfig, SearchFilters, SearchQuery, content_words, search
@@ -125,7 +124,8 @@ def retrieve(
     draw: Callable[[], float] = random.random,
 ) -> RetrievalResult:
     """The skills and experiences for this step, ranked and cut to `top_k` and the token budget."""
-    key = normalize_observation(request.observation)
+    # Remembered per process: agents resend the same task every step and revisit situations.
+    key = situation_key(request.observation)
     # Words the agent chose (tags, its plan step) first: they say most about what it looks for.
     terms = content_words(
         (*request.tags, request.plan_step or "", key, request.task), settings.retrieval_text_terms
@@ -135,7 +135,7 @@ def retrieve(
         SearchQuery(
             tenant_id=tenant_id,
             embedding=cache.get(key, embedder),
-            task_embedding=cache.get(normalize_observation(request.task), embedder) if request.task else None,
+            task_embedding=cache.get(situation_key(request.task), embedder) if request.task else None,
             terms=terms,
             top_k=request.top_k,
             filters=request.filters,

@@ -15,6 +15,7 @@ import httpx
 import typer
 
 from app.config import Settings, get_settings
+from app.errors import AppError
 
 app = typer.Typer(help="Skillfoundry: a self-hosted skill library for LLM agents.", no_args_is_help=True)
 keys_app = typer.Typer(
@@ -215,6 +216,73 @@ def export(
             if not cursor:
                 break
     typer.echo(f"wrote {written} skills to {directory}")
+
+
+@app.command(name="import")
+def import_skills(
+    path: Annotated[Path, typer.Argument(help="A skill folder, a folder of skill folders, or a .zip.")],
+    provenance: Annotated[str, typer.Option(help="imported or authored.")] = "imported",
+    domain: Annotated[str | None, typer.Option(help="Domain to file the skills under.")] = None,
+    url: Url = "http://127.0.0.1:8000",
+    api_key: ApiKeyOpt = "",
+) -> None:
+    """Import Agent Skills into a running service (reviewer key): each is validated, scanned, tiered."""
+    from app.governance import archive
+
+    if not path.exists():
+        raise typer.BadParameter(f"{path} does not exist")
+    try:
+        packages = archive.from_path(path)
+    except AppError as error:
+        typer.echo(f"refused ({error.code}): {error.message} {json.dumps(error.detail)}", err=True)
+        raise typer.Exit(1) from error
+    params = {"provenance": provenance, **({"domain": domain} if domain else {})}
+    failed = 0
+    with _client(url, api_key) as client:
+        for package in packages:
+            response = client.post(
+                "/v1/skills",
+                content=archive.to_zip(package),
+                headers={"Content-Type": "application/zip"},
+                params=params,
+            )
+            where = package.folder or path.name
+            if response.is_error:
+                failed += 1
+                problem = response.json().get("error", {})
+                typer.echo(f"FAILED   {where}: {problem.get('code')}: {problem.get('message')}", err=True)
+                continue
+            for item in response.json()["items"]:
+                skill = item["skill"]
+                state = "unchanged" if item["unchanged"] else f"v{item['version']}"
+                typer.echo(
+                    f"{skill['trust_tier']:3} {item['risk_level']:8} {skill['name']} {state} "
+                    f"({item['findings']} findings)"
+                )
+    typer.echo(f"imported {len(packages) - failed} of {len(packages)} skills", err=True)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def rescan() -> None:
+    """Scan every stored version last scanned by an older rule set (the worker also does this itself)."""
+    from app.governance import gate
+    from app.storage.session import make_engine, make_sessionmaker, session_scope
+
+    engine = make_engine(_settings().require_database_url(), pool_size=1)
+    factory = make_sessionmaker(engine)
+    totals = {"scanned": 0, "quarantined": 0, "changed": 0}
+    try:
+        while True:
+            with session_scope(factory) as session:
+                stats = gate.rescan_stale(session)
+            totals = {k: totals[k] + getattr(stats, k) for k in totals}
+            if stats.scanned < gate.RESCAN_BATCH:
+                break
+    finally:
+        engine.dispose()
+    typer.echo(json.dumps(totals))
 
 
 @app.command()

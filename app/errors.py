@@ -179,3 +179,58 @@ class FeedbackExists(Conflict):
 class ItemNotInRetrieval(ValidationFailed):
     code = "item_not_in_retrieval"
     message = "Some `used_item_ids` were not listed by this retrieval; only listed items can be used."
+
+
+# Skill import: zips, uploaded files, folders.
+
+
+class InvalidArchive(AppError):
+    """A skill package refused on import; `code` says why (`unsafe_path`, `zip_bomb`, ...)."""
+
+    status_code = 422
+    code = "invalid_archive"
+    message = "The skill package could not be read."
+
+
+# Governance: trust tiers, review, waivers.
+
+
+class TierWithholdsBody(Forbidden):
+    code = "tier_withholds_body"
+    message = (
+        "This version is not reviewed: agents get only a skill's name and description until a reviewer "
+        "accepts it (T2 or higher)."
+    )
+
+
+class SelfApproval(Forbidden):
+    code = "self_approval"
+    message = "Nobody approves a version they authored; ask another reviewer."
+
+
+class ReviewConflict(Conflict):
+    """The version's review state does not allow this action; `message` says which state it is in."""
+
+    code = "review_state_conflict"
+    message = "The version's review state does not allow this action."
+
+
+class RiskTooHigh(Conflict):
+    code = "risk_too_high"
+    message = (
+        "The scanner rates this version's risk high or critical: mark findings that are false positives "
+        "(POST .../false-positives), or reject the version."
+    )
+
+
+class FindingNotFound(NotFound):
+    code = "finding_not_found"
+    message = "The version's latest scan has no finding of this rule; GET .../scan lists its findings."
+
+
+class SkillNameTaken(Conflict):
+    code = "skill_name_taken"
+    message = (
+        "A skill with this name was distilled by the evolver; an import can only add versions to an "
+        "imported or authored skill. Rename the skill in its SKILL.md."
+    )

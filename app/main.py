@@ -14,7 +14,7 @@ from app.api import errors
 from app.api.deps import KeyCache
 from app.api.middleware import BodySizeLimit
 from app.api.ratelimit import RateLimiter
-from app.api.routes import events, experiences, health, keys, retrieve, skills, trajectories
+from app.api.routes import audit, events, experiences, health, keys, retrieve, review, skills, trajectories
 from app.config import Settings, get_settings
 from app.embedding import SentenceTransformerEmbedder, get_embedder
 from app.limits import DESCRIPTION, MAX_REQUEST_BYTES
@@ -36,6 +36,8 @@ def api_router() -> APIRouter:
     v1.include_router(events.router)
     v1.include_router(experiences.router)
     v1.include_router(skills.router)
+    v1.include_router(review.router)
+    v1.include_router(audit.router)
     v1.include_router(retrieve.router)
     return v1
 

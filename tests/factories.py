@@ -13,6 +13,7 @@ from app.skills import service as skill_service
 from app.storage.models import (
     Experience,
     Polarity,
+    ReviewState,
     Scope,
     Skill,
     SkillEventKind,
@@ -179,3 +180,20 @@ def improve_skill(
     assert row is not None
     session.commit()
     return row
+
+
+REVIEWER = "key:fixture-reviewer"
+
+
+def review_all(session: Session, skill: Skill) -> Skill:
+    """Accept every pending version of `skill` as a reviewer would (T2), keeping its head where it was."""
+    from app.governance import review  # the gate and review service, as the API calls them
+
+    head = skill.head_version
+    for number in range(1, skill.latest_version + 1):
+        version = skill_repo.version(session, skill.id, number)
+        if version is not None and version.review == ReviewState.PENDING:
+            review.accept(session, skill.tenant_id, skill.id, number, actor=REVIEWER, reason="fixture",
+                          publish=number == head)  # fmt: skip
+    session.commit()
+    return skill

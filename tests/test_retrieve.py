@@ -58,6 +58,7 @@ from tests.factories import (
     make_step,
     make_tenant,
     make_trajectory,
+    review_all,
     skill_doc,
 )
 
@@ -145,8 +146,10 @@ def _skill(
     level: SkillLevel = SkillLevel.ATOMIC,
     domain: str = "kitchen",
     steps: tuple[str, ...] = ("activate stove",),
+    reviewed: bool = True,
     **overrides: Any,
 ) -> Skill:
+    """A skill written by the service (scanned, T1); `reviewed` has a reviewer accept it (T2)."""
     doc = skill_doc(name, steps=steps, description=description)
     row = skill_repo.add_skill(
         db,
@@ -170,6 +173,8 @@ def _skill(
         evidence=(),
         reason="test",
     )
+    if reviewed:
+        review_all(db, row)
     for column, value in overrides.items():
         setattr(row, column, value)
     db.commit()
@@ -275,7 +280,7 @@ def build_library(db: Session, embedder: SentenceTransformerEmbedder) -> Library
             embedder,
             "heat-water-fast",
             "Heat water on the stove quickly. Use when water must boil.",
-            trust_tier="quarantined",
+            trust_tier=0,
         ),
         retired_skill=_skill(
             db,

@@ -22,7 +22,14 @@ from app.skills import service
 from app.storage.models import AuditLog, Event, EventStatus, Scope, Skill, SkillLevel, SkillStatus, Tenant
 from app.storage.repositories import skills as skill_repo
 from app.storage.repositories.skills import EvidenceRow
-from tests.factories import auth, improve_skill, make_key, make_skill, make_tenant, make_trajectory
+from tests.factories import (
+    auth,
+    improve_skill,
+    make_key,
+    make_skill,
+    make_tenant,
+    make_trajectory,
+)
 
 
 @pytest.fixture
@@ -105,30 +112,35 @@ class TestListing:
         assert item["name"] == "boil-water"
         assert item["level"] == "strategy"
         assert item["status"] == "active"
-        assert item["trust_tier"] == "unreviewed"
+        assert item["trust_tier"] == "T1"
         assert item["domain"] == "kitchen"
         assert (item["head_version"], item["latest_version"]) == (2, 2)
         assert item["description"].startswith("Boil water on a stove.")
         assert item["utility"] == {"alpha": 1.0, "beta": 1.0, "mean": 0.5}
         assert "embedding" not in item and "source_key" not in item
 
-    def test_filters(self, client: TestClient, db: Session, tenant: Tenant, key: str) -> None:
-        """level, domain, status and tier filter; with none, every skill is listed."""
+    def test_filters(self, client: TestClient, db: Session, tenant: Tenant, key: str, reviewer: str) -> None:
+        """level, domain, status and tier filter; a reviewer sees every skill, an agent active ones."""
         strategy = make_skill(db, tenant)
         atomic = make_skill(db, tenant, level=SkillLevel.ATOMIC, domain="web")
         retired = make_skill(db, tenant, level=SkillLevel.FUNCTIONAL)
         retired.status = SkillStatus.RETIRED
-        retired.trust_tier = "trusted"
+        retired.trust_tier = 3
         db.commit()
-        assert sorted(listed(client, key)) == sorted(str(s.id) for s in (strategy, atomic, retired))
+        assert sorted(listed(client, reviewer)) == sorted(str(s.id) for s in (strategy, atomic, retired))
+        assert sorted(listed(client, key)) == sorted([str(strategy.id), str(atomic.id)])
         assert listed(client, key, level="atomic") == [str(atomic.id)]
         assert listed(client, key, domain="web") == [str(atomic.id)]
-        assert listed(client, key, status="retired") == [str(retired.id)]
-        assert sorted(listed(client, key, status="active")) == sorted([str(strategy.id), str(atomic.id)])
-        assert listed(client, key, tier="trusted") == [str(retired.id)]
+        assert listed(client, reviewer, status="retired") == [str(retired.id)]
+        assert listed(client, key, status="retired") == []
+        assert sorted(listed(client, reviewer, status="active")) == sorted([str(strategy.id), str(atomic.id)])
+        assert listed(client, reviewer, tier="T3") == [str(retired.id)]
+        assert listed(client, reviewer, tier="vetted") == [str(retired.id)]
         assert listed(client, key, level="atomic", domain="kitchen") == []
 
-    @pytest.mark.parametrize("params", [{"level": "expert"}, {"status": "gone"}, {"limit": 0}])
+    @pytest.mark.parametrize(
+        "params", [{"level": "expert"}, {"status": "gone"}, {"limit": 0}, {"tier": "T9"}, {"tier": "trusted"}]
+    )
     def test_bad_query_value_is_422(self, client: TestClient, key: str, params: dict[str, Any]) -> None:
         """Enumerated filters and the page size refuse other values."""
         response = client.get("/v1/skills", params=params, headers=auth(key))
@@ -213,24 +225,24 @@ class TestVersions:
         assert len(v2["sha256"]) == 64 and v2["sha256"] != v1["sha256"]
 
     def test_by_number_latest_and_head(
-        self, client: TestClient, db: Session, tenant: Tenant, skill: Skill, key: str
+        self, client: TestClient, db: Session, tenant: Tenant, skill: Skill, reviewer: str
     ) -> None:
         """A number, `latest` and `head` name versions; after a rollback head and latest differ."""
         service.rollback(db, tenant.id, skill.id, to_version=1, expected_head=2, actor="test")
         db.commit()
         url = f"/v1/skills/{skill.id}/versions"
-        latest = get_json(client, f"{url}/latest", key)
-        head = get_json(client, f"{url}/head", key)
+        latest = get_json(client, f"{url}/latest", reviewer)
+        head = get_json(client, f"{url}/head", reviewer)
         assert latest["version"] == 2 and latest["is_head"] is False
         assert head["version"] == 1 and head["is_head"] is True
-        assert get_json(client, f"{url}/2", key) == latest
-        assert get_json(client, f"{url}/1", key) == head
+        assert get_json(client, f"{url}/2", reviewer) == latest
+        assert get_json(client, f"{url}/1", reviewer) == head
 
     def test_detail_has_content_diff_and_evidence(
-        self, client: TestClient, skill: Skill, key: str, evidence: list[EvidenceRow]
+        self, client: TestClient, skill: Skill, reviewer: str, evidence: list[EvidenceRow]
     ) -> None:
         """The full SKILL.md, the diff against the parent and the trajectories behind the version."""
-        got = get_json(client, f"/v1/skills/{skill.id}/versions/2", key)
+        got = get_json(client, f"/v1/skills/{skill.id}/versions/2", reviewer)
         assert got["content"].startswith("---\nname: boil-water\n")
         assert "1. `fill pot with water`" in got["content"]
         assert got["diff"].startswith("--- v1/SKILL.md\n+++ v2/SKILL.md\n")
@@ -241,7 +253,7 @@ class TestVersions:
              "score": e.score}
             for e in evidence
         ]  # fmt: skip
-        assert get_json(client, f"/v1/skills/{skill.id}/versions/1", key)["diff"] == ""
+        assert get_json(client, f"/v1/skills/{skill.id}/versions/1", reviewer)["diff"] == ""
 
     @pytest.mark.parametrize("suffix", ["", "/content"])
     @pytest.mark.parametrize("word", ["newest", "-1", "1.0", "v2", "２"])
@@ -263,11 +275,11 @@ class TestVersions:
 
 class TestContent:
     def test_zip_unzips_into_a_valid_skill_folder(
-        self, client: TestClient, db: Session, tenant: Tenant, key: str, tmp_path: Path
+        self, client: TestClient, db: Session, tenant: Tenant, reviewer: str, tmp_path: Path
     ) -> None:
         """`<name>/SKILL.md` and the files, in a folder the reference validator accepts."""
         skill = make_skill(db, tenant, "boil-water", files={"scripts/boil.sh": "echo boil\n"})
-        response = client.get(f"/v1/skills/{skill.id}/versions/head/content", headers=auth(key))
+        response = client.get(f"/v1/skills/{skill.id}/versions/head/content", headers=auth(reviewer))
         assert response.status_code == 200
         assert response.headers["content-type"] == "application/zip"
         assert response.headers["content-disposition"] == 'attachment; filename="boil-water-v1.zip"'
@@ -279,13 +291,13 @@ class TestContent:
         assert (folder / "SKILL.md").read_text() == service.head(db, skill).content
         assert (folder / "scripts" / "boil.sh").read_text() == "echo boil\n"
 
-    def test_same_version_same_bytes(self, client: TestClient, skill: Skill, key: str) -> None:
+    def test_same_version_same_bytes(self, client: TestClient, skill: Skill, reviewer: str) -> None:
         """A version's zip is reproducible, and a number and `latest` name the same one."""
         url = f"/v1/skills/{skill.id}/versions"
-        first = client.get(f"{url}/2/content", headers=auth(key))
-        again = client.get(f"{url}/latest/content", headers=auth(key))
+        first = client.get(f"{url}/2/content", headers=auth(reviewer))
+        again = client.get(f"{url}/latest/content", headers=auth(reviewer))
         assert first.content == again.content
-        older = client.get(f"{url}/1/content", headers=auth(key))
+        older = client.get(f"{url}/1/content", headers=auth(reviewer))
         assert older.headers["content-disposition"].endswith('filename="boil-water-v1.zip"')
         assert older.content != first.content
 
@@ -389,16 +401,16 @@ class TestHistory:
         assert created["diff"] == ""
 
     def test_cursor_pages_and_long_diffs_are_cut(
-        self, client: TestClient, skill: Skill, key: str, monkeypatch: pytest.MonkeyPatch
+        self, client: TestClient, skill: Skill, reviewer: str, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """One event a page, newest first; a diff over the limit is cut and flagged."""
         monkeypatch.setattr(skills_routes, "MAX_HISTORY_DIFF_CHARS", 20)
         url = f"/v1/skills/{skill.id}/history"
-        first = get_json(client, url, key, limit=1)
+        first = get_json(client, url, reviewer, limit=1)
         (improved,) = first["items"]
         assert improved["kind"] == "improved"
         assert len(improved["diff"]) == 20 and improved["diff_truncated"] is True
-        second = get_json(client, url, key, limit=1, cursor=first["next_cursor"])
+        second = get_json(client, url, reviewer, limit=1, cursor=first["next_cursor"])
         assert [e["kind"] for e in second["items"]] == ["created"]
         assert second["next_cursor"] is None
 

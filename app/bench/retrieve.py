@@ -92,7 +92,7 @@ from app.skill_md import (
     render,
     validate,
 )
-from app.storage.models import ItemKind, Scope
+from app.storage.models import ItemKind, Scope, TrustTier
 from app.storage.repositories import tenants
 from app.storage.session import session_scope
 
@@ -102,6 +102,7 @@ RETRIEVE_PATH = "/v1/retrieve"
 TOP_K = 8  # the API's default top_k: the search settings (ef_search, per-source limit) follow from it
 RECALL_AT = 10
 DOMAIN = "text-game"
+REVIEWED = int(TrustTier.REVIEWED)
 CLUSTER_SPREAD = 0.6
 ITEM_SPREAD = 0.48
 SKILL_SPREAD = 0.7
@@ -346,15 +347,18 @@ CLUSTER_COLUMNS = (
 )  # fmt: skip
 SKILL_COLUMNS = (
     ("id", "uuid"), ("created_at", "timestamptz"), ("updated_at", "timestamptz"), ("tenant_id", "uuid"),
-    ("domain", "text"), ("name", "text"), ("level", "text"), ("status", "text"), ("trust_tier", "text"),
+    ("domain", "text"), ("name", "text"), ("level", "text"), ("status", "text"), ("trust_tier", "int2"),
     ("source_key", "text"), ("head_version", "int4"), ("latest_version", "int4"), ("description", "text"),
     ("embedding", "bytea"), ("embedding_model", "text"), ("alpha", "float8"), ("beta", "float8"),
+    ("provenance", "text"), ("risk_level", "text"),
 )  # fmt: skip
 VERSION_COLUMNS = (
     ("id", "uuid"), ("created_at", "timestamptz"), ("skill_id", "uuid"), ("version", "int4"),
     ("content", "text"), ("files", "jsonb"), ("sha256", "text"), ("diff", "text"),
     ("changed_share", "float8"), ("change", "text"), ("distiller", "text"), ("actor", "text"),
     ("evidence_runs", "int4"), ("evidence_successes", "int4"), ("evidence_failures", "int4"),
+    ("trust_tier", "int2"), ("risk_level", "text"), ("review", "text"), ("scan_ruleset", "text"),
+    ("scan_malicious", "bool"), ("scan_score", "float8"), ("findings_count", "int4"),
 )  # fmt: skip
 EXPERIENCE_COLUMNS = (
     ("id", "uuid"), ("created_at", "timestamptz"), ("updated_at", "timestamptz"), ("tenant_id", "uuid"),
@@ -531,12 +535,15 @@ def _skill_rows(
             content = render(doc)
             alpha, beta = 1.0 + rng.randint(0, 20), 1.0 + rng.randint(0, 8)
             skills.append(
-                (skill_id, now, now, t.id, DOMAIN, doc.name, level, "active", "unreviewed",
-                 f"bench:{number}", 1, 1, doc.description, vector, MODEL_NAME, alpha, beta)
+                (skill_id, now, now, t.id, DOMAIN, doc.name, level, "active", REVIEWED,
+                 f"bench:{number}", 1, 1, doc.description, vector, MODEL_NAME, alpha, beta,
+                 "distilled", "none")
             )  # fmt: skip
+            # Loaded as a reviewed library (bodies served); not scanned, so the rescan task would scan it.
             versions.append(
                 (uuid.uuid4(), now, skill_id, 1, content, {}, content_hash(content), "", 1.0, "created",
-                 "heuristic", "bench", int(alpha + beta - 2), int(alpha - 1), int(beta - 1))
+                 "heuristic", "bench", int(alpha + beta - 2), int(alpha - 1), int(beta - 1),
+                 REVIEWED, "none", "accepted", "", False, 0.0, 0)
             )  # fmt: skip
     return skills, versions
 

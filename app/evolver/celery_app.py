@@ -48,6 +48,12 @@ def create_celery(settings: Settings) -> Celery:
                 "schedule": 600.0,
                 "options": {"expires": 600, "queue": Queue.MAINTENANCE.value},
             },
+            # A new scanner rule set rescans the library; a no-op (one indexed query) otherwise.
+            "rescan-skills": {
+                "task": TaskName.RESCAN_SKILLS.value,
+                "schedule": 300.0,
+                "options": {"expires": 300, "queue": Queue.MAINTENANCE.value},
+            },
             "evolve-skills": {
                 "task": TaskName.EVOLVE_ALL_SKILLS.value,
                 "schedule": settings.skill_evolve_every_s,

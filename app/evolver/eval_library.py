@@ -7,6 +7,9 @@ everything, as the periodic jobs would.
 One setting differs from a deployment: the per-minute cap on new experiences is lifted. It guards a
 live tenant against floods; here minutes of replay stand for days of traffic, and with the cap the
 library would depend on how fast the machine distils.
+
+By default a reviewer (`eval-reviewer`) then accepts every version the scanner lets through, so
+agents get skill bodies (T2), as they would once a team has reviewed its library.
 """
 
 from __future__ import annotations
@@ -22,12 +25,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import Settings
 from app.embedding import Embedder
 from app.evolver import consolidate, pipeline, skill_cycle
+from app.governance import review, risk
 from app.ingestion import service as ingestion
-from app.storage.models import Scope
-from app.storage.repositories import tenants
+from app.storage.models import ReviewState, RiskLevel, Scope
+from app.storage.repositories import skills, tenants
 from app.storage.session import session_scope
 
 PROGRESS_EVERY = 20
+REVIEWER = "eval-reviewer"
 UNCAPPED = 10**9
 
 
@@ -59,8 +64,13 @@ def learn(
     settings: Settings,
     echo: Callable[[str], None] = lambda _: None,
     tenant_name: str = "eval",
+    review: bool = True,
 ) -> Learnt:
-    """A new tenant whose experiences and skills are learnt from `train` (API trajectory items)."""
+    """A new tenant whose experiences and skills are learnt from `train` (API trajectory items).
+
+    With `review`, a reviewer then accepts every distilled version (what a team does before its agents
+    may read skill bodies); without it the skills stay T1 and agents get names and descriptions only.
+    """
     settings = settings.model_copy(update={"max_new_experiences_per_minute": UNCAPPED})
     admitted: Counter[str] = Counter()
     with session_scope(factory) as session:
@@ -81,6 +91,10 @@ def learn(
             session, tenant_id, embedder=embedder, settings=settings, batch=max(1000, len(train))
         )
     echo(f"[eval] skill cycle: {stats.as_dict() | {'decisions': '...'}}")
+    if review:
+        with session_scope(factory) as session:
+            accepted = accept_all(session, tenant_id, actor=REVIEWER)
+        echo(f"[eval] {REVIEWER} accepted {accepted} versions (T2: agents get their bodies)")
     return Learnt(
         tenant_id=tenant_id,
         train_runs=len(train),
@@ -88,6 +102,22 @@ def learn(
         consolidation=asdict(merged),
         cycle=stats.as_dict(),
     )
+
+
+def accept_all(session: Session, tenant_id: uuid.UUID, *, actor: str) -> int:
+    """Accept every pending version of the tenant whose risk allows it, publishing the heads; the count."""
+    accepted = 0
+    for skill in skills.all_of(session, tenant_id):
+        for number in range(1, skill.latest_version + 1):
+            version = skills.version(session, skill.id, number)
+            if version is None or version.review != ReviewState.PENDING or version.actor == actor:
+                continue
+            if RiskLevel(version.risk_level).rank >= risk.BLOCKING.rank:
+                continue
+            review.accept(session, tenant_id, skill.id, number, actor=actor, reason="evaluation library",
+                          publish=number == skill.head_version)  # fmt: skip
+            accepted += 1
+    return accepted
 
 
 def agent_key(factory: sessionmaker[Session], tenant_id: uuid.UUID, name: str = "eval") -> str:

@@ -17,6 +17,7 @@ class TaskName(enum.StrEnum):
     SWEEP_STALE_EVENTS = "maintenance.sweep_stale_events"
     EVOLVE_SKILLS = "skills.evolve_event"
     EVOLVE_ALL_SKILLS = "skills.evolve_all"
+    RESCAN_SKILLS = "maintenance.rescan_skills"
 
 
 TASK_ROUTES = {

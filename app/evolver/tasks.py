@@ -21,6 +21,7 @@ from app.evolver import consolidate, pipeline, skill_cycle
 from app.evolver.llm import Polisher, get_polisher
 from app.evolver.names import Queue, TaskName
 from app.evolver.skill_llm import SkillDistiller, get_skill_distiller
+from app.governance import gate
 from app.storage.repositories import skills as skill_repo
 from app.storage.session import session_scope
 
@@ -154,3 +155,16 @@ def evolve_all_skills() -> dict[str, int]:
         totals["improved"] += stats.improved + stats.rewritten + stats.description_optimised
         totals["retired"] += stats.retired
     return totals
+
+
+@shared_task(name=TaskName.RESCAN_SKILLS, acks_late=True, soft_time_limit=600, expires=300)
+def rescan_skills() -> dict[str, int]:
+    """Scan every version last scanned by another rule set, a batch per transaction."""
+    totals = {"scanned": 0, "quarantined": 0, "changed": 0}
+    while True:
+        with session_scope() as session:
+            stats = gate.rescan_stale(session)
+        for name, value in asdict(stats).items():
+            totals[name] += value
+        if stats.scanned < gate.RESCAN_BATCH:
+            return totals

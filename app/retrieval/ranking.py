@@ -50,8 +50,9 @@ class Candidate:
     name: str = ""
     description: str = ""
     level: str | None = None  # strategy / functional / atomic
-    body: str | None = None  # the head SKILL.md, when fetched
+    body: str | None = None  # the head SKILL.md, when fetched and its tier serves it
     domain: str = ""
+    trust_tier: int | None = None  # skills: the head version's tier (T1 up; T0 is never a candidate)
 
 
 @dataclass(frozen=True)

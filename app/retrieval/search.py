@@ -39,14 +39,16 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from app.retrieval.ranking import Candidate
-from app.storage.models import EMBEDDING_DIM, ItemKind
+from app.storage.models import EMBEDDING_DIM, ItemKind, TrustTier
 
-# What governance lets retrieval return. Issue 6 (trust tiers, review) refines these two predicates;
-# every source and the final join use them, so a hidden item cannot enter through any path.
-HIDDEN_TRUST_TIERS = ("quarantined", "blocked")
+# What governance lets retrieval return (issue 6): every source and the final join use these
+# predicates, so a hidden item cannot enter through any path. Skills need an active status and a head
+# at T1 or above (T0 is quarantined); only T2 and above have their body served (`SERVED_BODY_TIER`).
+MIN_SERVED_TIER = int(TrustTier.UNVETTED)
+SERVED_BODY_TIER = int(TrustTier.REVIEWED)
 VISIBLE_EXPERIENCE = sql.SQL("e.status = 'active'")
-VISIBLE_SKILL = sql.SQL("s.status = 'active' AND s.trust_tier NOT IN ({tiers})").format(
-    tiers=sql.SQL(", ").join(sql.Literal(t) for t in HIDDEN_TRUST_TIERS)
+VISIBLE_SKILL = sql.SQL("s.status = 'active' AND s.trust_tier >= {tier}").format(
+    tier=sql.Literal(MIN_SERVED_TIER)
 )
 
 # Words too common to find anything by; PostgreSQL drops its own stop words too, but each word here
@@ -180,7 +182,11 @@ def build(query: SearchQuery, config: SearchConfig) -> sql.Composed:
             sql.Literal(" or ".join(query.terms))
         ),
         "session_id": sql.Literal(query.session_id),
-        "body": sql.SQL("v.content") if query.include_body else sql.SQL("NULL::text"),
+        "body": sql.SQL("CASE WHEN s.trust_tier >= {tier} THEN v.content END").format(
+            tier=sql.Literal(SERVED_BODY_TIER)
+        )
+        if query.include_body
+        else sql.SQL("NULL::text"),
         "body_join": sql.SQL(
             "\nLEFT JOIN skill_version v ON v.skill_id = s.id AND v.version = s.head_version"
             if query.include_body
@@ -251,7 +257,7 @@ def _parse(rows: Sequence[tuple[Any, ...]]) -> SearchResult:
 
 def _candidate(kind: ItemKind, item_id: uuid.UUID, row: Sequence[Any]) -> Candidate:
     (ranks, similarity, alpha, beta, text, polarity, template, example, slots) = row[:9]
-    (version, name, description, level, body, domain) = row[9:15]
+    (version, name, description, level, body, domain, tier) = row[9:16]
     return Candidate(
         kind=kind,
         id=item_id,
@@ -270,6 +276,7 @@ def _candidate(kind: ItemKind, item_id: uuid.UUID, row: Sequence[Any]) -> Candid
         level=level,
         body=body,
         domain=domain or "",
+        trust_tier=tier,
     )
 
 
@@ -319,21 +326,21 @@ skill_hit AS (
     GROUP BY id)
 SELECT 'candidate', 'experience', e.id, h.ranks, 1 - (e.embedding <=> (SELECT v FROM q)), e.alpha, e.beta,
        e.text, e.polarity::text, e.action_template, e.action_example, e.slots,
-       NULL::int, NULL::text, NULL::text, NULL::text, NULL::text, e.domain
+       NULL::int, NULL::text, NULL::text, NULL::text, NULL::text, e.domain, NULL::smallint
 FROM exp_hit h JOIN experience e ON e.id = h.id
 WHERE e.tenant_id = {tenant} AND {exp_visible}
 UNION ALL
 SELECT 'candidate', 'skill', s.id, h.ranks, 1 - (s.embedding <=> (SELECT v FROM t)), s.alpha, s.beta,
        NULL, NULL, NULL, NULL, NULL,
-       s.head_version, s.name, s.description, s.level::text, {body}, s.domain
+       s.head_version, s.name, s.description, s.level::text, {body}, s.domain, s.trust_tier
 FROM skill_hit h JOIN skill s ON s.id = h.id{body_join}
 WHERE s.tenant_id = {tenant} AND {skill_visible}{skill_filter}
 UNION ALL
 SELECT 'session', NULL, id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-       NULL, NULL, NULL, NULL, NULL, NULL FROM pinned
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM pinned
 UNION ALL
 SELECT 'child', NULL, id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-       NULL, NULL, NULL, NULL, NULL, NULL FROM child"""
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM child"""
 
 # Stored tsvector columns, GIN-indexed (`ix_experience_text_tsv`, `ix_skill_version_content_tsv`).
 # Only the first `text_matches` matches are ranked: a common word must not make a query rank a tenant.

@@ -10,9 +10,10 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from app import skill_md
-from app.errors import InvalidSkill, SkillNotFound, SkillVersionNotFound, VersionConflict
+from app.errors import InvalidSkill, ReviewConflict, SkillNotFound, SkillVersionNotFound, VersionConflict
+from app.governance import gate, risk
 from app.skill_md import SkillDocument
-from app.storage.models import Skill, SkillEventKind, SkillStatus, SkillVersion
+from app.storage.models import ReviewState, Skill, SkillEventKind, SkillStatus, SkillVersion, TrustTier
 from app.storage.repositories import audit
 from app.storage.repositories import skills as repo
 from app.storage.repositories.skills import EvidenceRow
@@ -47,11 +48,17 @@ def write_version(
     rewrite_reason: str | None = None,
     known_skills: Sequence[str] | None = None,
     reason: str = "",
+    content: str | None = None,
 ) -> SkillVersion | None:
     """Write `doc` as the skill's next version on top of `expected_head`; None if nothing changed.
 
     The caller holds the skill's lock (`lock`). A head that moved raises `VersionConflict`; a document
-    that fails validation raises `InvalidSkill` and writes nothing.
+    that fails validation raises `InvalidSkill` and writes nothing. `content` stores an uploaded
+    SKILL.md as it came (it must parse to `doc`) instead of rendering `doc`.
+
+    The version is scanned here, in the same transaction (`gate`): a blocking risk puts it in T0. The
+    head moves to it unless it is quarantined or the head was reviewed (T2+): then it is a proposal
+    that waits for a reviewer, and agents keep getting the reviewed head.
     """
     if skill.head_version != expected_head:
         raise VersionConflict(detail={"expected_head": expected_head, "head": skill.head_version})
@@ -59,10 +66,10 @@ def write_version(
     problems = skill_md.validate(doc, files=files, known_skills=known_skills)
     if problems:
         raise InvalidSkill(detail={"problems": problems})
-    content = skill_md.render(doc)
+    content = skill_md.render(doc) if content is None else content
     sha = skill_md.content_hash(content, files)
     head = repo.version(session, skill.id, skill.head_version) if skill.head_version else None
-    if head is not None and head.sha256 == sha:
+    if (head is not None and head.sha256 == sha) or repo.pending_with_hash(session, skill.id, sha):
         return None
     diff = ""
     share = 1.0
@@ -90,7 +97,13 @@ def write_version(
         llm_model=author.llm_model,
         prompt_hash=author.prompt_hash,
     )
-    skill.description = doc.description
+    assessment = gate.scan_version(session, skill, row, trigger="write")
+    row.trust_tier = int(TrustTier.UNVETTED)  # the gate lowers it to T0 below when the risk blocks
+    moves = not assessment.blocking and (head is None or head.trust_tier < TrustTier.REVIEWED)
+    if moves or head is None:
+        skill.head_version = row.version
+        skill.description = doc.description
+        gate.sync_head(skill, row)
     repo.add_event(
         session,
         skill,
@@ -105,6 +118,8 @@ def write_version(
             "evidence_failures": row.evidence_failures,
             "changed_share": round(share, 3),
             "distiller": author.distiller,
+            "risk_level": row.risk_level.value,
+            "proposal": not moves,
         },
     )
     audit.record(
@@ -114,8 +129,22 @@ def write_version(
         action=f"skill.{change.value}",
         target_type="skill",
         target_id=str(skill.id),
-        detail={"from_version": row.parent_version, "to_version": row.version, "sha256": sha},
+        detail={
+            "from_version": row.parent_version,
+            "to_version": row.version,
+            "sha256": sha,
+            "risk_level": row.risk_level.value,
+            "head": skill.head_version,
+        },
     )
+    if risk.initial_tier(assessment) == TrustTier.QUARANTINED:
+        gate.quarantine(
+            session,
+            skill,
+            row,
+            actor=gate.SCANNER,
+            reason=f"the scanner found {assessment.risk.value} risk ({assessment.active} findings)",
+        )
     return row
 
 
@@ -139,11 +168,18 @@ def rollback(
     target = repo.version(session, skill.id, to_version)
     if target is None:
         raise SkillVersionNotFound(detail={"version": to_version, "latest": skill.latest_version})
+    if target.review == ReviewState.REJECTED or target.trust_tier == TrustTier.QUARANTINED:
+        state = "rejected" if target.review == ReviewState.REJECTED else "quarantined"
+        raise ReviewConflict(
+            f"Version {to_version} is {state}; a rollback can only go to a version agents may be served.",
+            detail={"review": target.review.value, "trust_tier": TrustTier(target.trust_tier).label},
+        )
     previous = skill.head_version
     if previous == to_version:
         return skill
     skill.head_version = to_version
     skill.description = skill_md.parse(target.content).description
+    gate.sync_head(skill, target)
     if skill.status == SkillStatus.RETIRED:
         skill.status = SkillStatus.ACTIVE
     repo.add_event(

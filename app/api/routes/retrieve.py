@@ -18,8 +18,14 @@ from app.retrieval import feedback, service
 from app.retrieval.ranking import Ranked
 from app.retrieval.search import SearchFilters
 from app.retrieval.service import QueryEmbeddings, RetrievalResult, RetrieveRequest
-from app.storage.models import ItemKind, Polarity, SkillLevel
+from app.storage.models import ItemKind, Polarity, SkillLevel, TrustTier
 from app.storage.session import session_scope
+
+# What each tier lets an agent do with a skill; the server decides, never the skill.
+TIER_NOTES = {
+    TrustTier.UNVETTED: "Unvetted: only its name and description are served until a reviewer accepts it.",
+    TrustTier.REVIEWED: "Reviewed instructions; they grant no tools, whatever the skill declares.",
+}
 
 LogSessions = Callable[[], AbstractContextManager[Session]]
 
@@ -125,6 +131,8 @@ def _item(r: Ranked) -> RetrievedItem:
             ),
             explain=explain,
         )
+    tier = TrustTier(c.trust_tier if c.trust_tier is not None else TrustTier.UNVETTED)
+    served = tier >= TrustTier.REVIEWED
     return RetrievedItem(
         kind=c.kind,
         id=c.id,
@@ -135,7 +143,9 @@ def _item(r: Ranked) -> RetrievedItem:
         description=c.description,
         level=SkillLevel(c.level) if c.level else None,
         pinned=r.pinned,
-        body_url=f"/v1/skills/{c.id}/versions/{c.version}",
-        body=c.body if r.include_body else None,
+        trust_tier=tier.label,
+        note=TIER_NOTES.get(tier),
+        body_url=f"/v1/skills/{c.id}/versions/{c.version}" if served else None,
+        body=c.body if r.include_body and served else None,
         explain=explain,
     )

@@ -11,7 +11,7 @@ from pathlib import PurePosixPath
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Query, Response
 from sqlalchemy.orm import Session
 
 from app import skill_md
@@ -21,12 +21,15 @@ from app.api.schemas.common import ERROR_RESPONSES
 from app.api.schemas.retrieve import ItemStatsOut, item_stats_out
 from app.api.schemas.skills import (
     MAX_VERSION,
+    TIER_DOC,
+    TIER_PATTERN,
     EvidenceCounts,
     EvolveAccepted,
     HeadOut,
     HistoryEventOut,
     HistoryPage,
     RollbackIn,
+    ScanSummary,
     SkillDetail,
     SkillOut,
     SkillPage,
@@ -36,13 +39,23 @@ from app.api.schemas.skills import (
     VersionEvidenceOut,
     VersionOut,
     VersionPage,
+    VersionRef,
 )
-from app.errors import BadRequest, InvalidSkill, SkillNotFound, SkillVersionNotFound
+from app.errors import BadRequest, InvalidSkill, SkillNotFound, SkillVersionNotFound, TierWithholdsBody
 from app.evolver import skill_cycle
 from app.limits import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from app.skill_md import SKILL_FILE
 from app.skills import service
-from app.storage.models import Skill, SkillEvent, SkillEventKind, SkillLevel, SkillStatus, SkillVersion
+from app.storage.models import (
+    Scope,
+    Skill,
+    SkillEvent,
+    SkillEventKind,
+    SkillLevel,
+    SkillStatus,
+    SkillVersion,
+    TrustTier,
+)
 from app.storage.repositories import retrievals, skills
 from app.storage.repositories.skills import SkillFilter
 
@@ -59,8 +72,6 @@ VERSION_EVENTS = frozenset(
 )
 _DIGITS = re.compile(r"[0-9]+")
 
-VersionRef = Annotated[str, Path(description="A version number, `latest` (the newest) or `head`.")]
-
 router = APIRouter(tags=["skills"], responses=ERROR_RESPONSES)
 
 
@@ -70,18 +81,32 @@ def list_skills(
     key: CurrentKey,
     level: SkillLevel | None = None,
     domain: str | None = None,
-    status: SkillStatus | None = Query(default=None, description="Default: active and retired."),
-    tier: Annotated[str, Query(max_length=32, description="Trust tier, e.g. `unreviewed`.")] | None = None,
+    status: SkillStatus | None = Query(
+        default=None, description="Default: every status for reviewers; agents see active skills only."
+    ),
+    tier: Annotated[str, Query(pattern=TIER_PATTERN, description=TIER_DOC)] | None = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
 ) -> SkillPage:
-    """The tenant's skills, newest first, a page at a time."""
-    filters = SkillFilter(level=level, domain=domain, status=status, trust_tier=tier)
+    """The tenant's skills, newest first, a page at a time (agents: active skills of T1 and above)."""
+    trust_tier = int(TrustTier.parse(tier)) if tier is not None else None
+    if reviews(key):
+        filters = SkillFilter(level=level, domain=domain, status=status, trust_tier=trust_tier)
+    elif status not in (None, SkillStatus.ACTIVE):
+        return SkillPage(items=[], next_cursor=None)  # agents are served active skills only
+    else:
+        filters = SkillFilter(
+            level=level,
+            domain=domain,
+            status=SkillStatus.ACTIVE,
+            trust_tier=trust_tier,
+            min_tier=int(TrustTier.UNVETTED),
+        )
     rows, next_cursor = skills.page(
         session, key.tenant_id, filters, cursor=decode_cursor(cursor), limit=limit
     )
     return SkillPage(
-        items=[_skill(row) for row in rows],
+        items=[skill_out(row) for row in rows],
         next_cursor=encode_cursor(next_cursor) if next_cursor else None,
     )
 
@@ -89,7 +114,7 @@ def list_skills(
 @router.get("/skills/{skill_id}")
 def get_skill(skill_id: uuid.UUID, session: SessionDep, key: CurrentKey) -> SkillDetail:
     """One skill with its head version, parents and children."""
-    return _detail(session, _get_or_404(session, key, skill_id))
+    return _detail(session, get_or_404(session, key, skill_id))
 
 
 @router.get("/skills/{skill_id}/versions")
@@ -102,19 +127,19 @@ def list_versions(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
 ) -> VersionPage:
     """A skill's versions, newest first; a rollback hides none of them."""
-    skill = _get_or_404(session, key, skill_id)
+    skill = get_or_404(session, key, skill_id)
     rows, next_before = skills.versions(session, skill.id, before=before, limit=limit)
-    return VersionPage(items=[_version(skill, row) for row in rows], next_before=next_before)
+    return VersionPage(items=[version_out(skill, row) for row in rows], next_before=next_before)
 
 
 @router.get("/skills/{skill_id}/versions/{v}")
 def get_version(skill_id: uuid.UUID, v: VersionRef, session: SessionDep, key: CurrentKey) -> VersionDetail:
     """One version (a number, `latest` or `head`): its SKILL.md, files, diff and evidence."""
-    skill = _get_or_404(session, key, skill_id)
-    row = _version_or_404(session, skill, v)
+    skill = get_or_404(session, key, skill_id)
+    row = _served_version(session, key, skill, v)
     evidence = skills.evidence_of(session, row.id, MAX_EVIDENCE)
     return VersionDetail(
-        **_version(skill, row).model_dump(),
+        **version_out(skill, row).model_dump(),
         content=row.content,
         files=dict(row.files),
         diff=row.diff,
@@ -134,8 +159,8 @@ def get_version(skill_id: uuid.UUID, v: VersionRef, session: SessionDep, key: Cu
 )
 def download_version(skill_id: uuid.UUID, v: VersionRef, session: SessionDep, key: CurrentKey) -> Response:
     """One version as a zip of its Agent Skills folder: `<name>/SKILL.md` and its files."""
-    skill = _get_or_404(session, key, skill_id)
-    row = _version_or_404(session, skill, v)
+    skill = get_or_404(session, key, skill_id)
+    row = _served_version(session, key, skill, v)
     return Response(
         content=_zip(skill_md.parse(row.content).name, row),
         media_type="application/zip",
@@ -169,9 +194,9 @@ def skill_history(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
 ) -> HistoryPage:
     """What happened to a skill, newest first, with the diff of each version written."""
-    skill = _get_or_404(session, key, skill_id)
+    skill = get_or_404(session, key, skill_id)
     rows, next_cursor = skills.history(session, skill.id, cursor=decode_cursor(cursor), limit=limit)
-    diffs = _diffs(session, skill, rows)
+    diffs = _diffs(session, skill, rows, bodies=reviews(key))
     return HistoryPage(
         items=[_event(row, diffs) for row in rows],
         next_cursor=encode_cursor(next_cursor) if next_cursor else None,
@@ -185,14 +210,35 @@ def evolve(session: SessionDep, admin: AdminKey) -> EvolveAccepted:
     return EvolveAccepted(event_id=event.id)
 
 
-def _get_or_404(session: Session, key: Principal, skill_id: uuid.UUID) -> Skill:
+def reviews(key: Principal) -> bool:
+    """Whether the key may see what agents are not served (reviewers and admins)."""
+    return bool(key.scopes & {Scope.REVIEWER, Scope.ADMIN})
+
+
+def get_or_404(session: Session, key: Principal, skill_id: uuid.UUID) -> Skill:
+    """The skill; for agents only an active one whose head is T1 or above (others do not exist for them)."""
     row = skills.get(session, key.tenant_id, skill_id)
-    if row is None:
+    hidden = (
+        row is not None
+        and not reviews(key)
+        and (row.status != SkillStatus.ACTIVE or row.trust_tier < TrustTier.UNVETTED)
+    )
+    if row is None or hidden:
         raise SkillNotFound(detail={"id": str(skill_id)})
     return row
 
 
-def _version_or_404(session: Session, skill: Skill, v: str) -> SkillVersion:
+def _served_version(session: Session, key: Principal, skill: Skill, v: str) -> SkillVersion:
+    """A version whose body this key may read: reviewers any; agents a reviewed (T2+) one only."""
+    row = version_or_404(session, skill, v)
+    if not reviews(key) and row.trust_tier < TrustTier.REVIEWED:
+        raise TierWithholdsBody(
+            detail={"version": row.version, "trust_tier": TrustTier(row.trust_tier).label}
+        )
+    return row
+
+
+def version_or_404(session: Session, skill: Skill, v: str) -> SkillVersion:
     number = _version_number(skill, v)
     row = skills.version(session, skill.id, number) if number is not None else None
     if row is None:
@@ -214,11 +260,15 @@ def _version_number(skill: Skill, v: str) -> int | None:
     )
 
 
-def _diffs(session: Session, skill: Skill, rows: Sequence[SkillEvent]) -> dict[int, str]:
-    """The diff of each version these events wrote, by version number."""
+def _diffs(session: Session, skill: Skill, rows: Sequence[SkillEvent], *, bodies: bool) -> dict[int, str]:
+    """The diff of each version these events wrote, by version number (agents: reviewed versions only)."""
     wanted = {r.to_version for r in rows if r.kind in VERSION_EVENTS and r.to_version is not None}
     found = (skills.version(session, skill.id, number) for number in sorted(wanted))
-    return {row.version: row.diff for row in found if row is not None}
+    return {
+        row.version: row.diff
+        for row in found
+        if row is not None and (bodies or row.trust_tier >= TrustTier.REVIEWED)
+    }
 
 
 def _zip(name: str, row: SkillVersion) -> bytes:
@@ -255,7 +305,7 @@ def _member_path(path: str) -> str:
     return str(pure)
 
 
-def _skill(row: Skill) -> SkillOut:
+def skill_out(row: Skill) -> SkillOut:
     return SkillOut(
         id=row.id,
         name=row.name,
@@ -263,7 +313,9 @@ def _skill(row: Skill) -> SkillOut:
         domain=row.domain or None,
         level=row.level,
         status=row.status,
-        trust_tier=row.trust_tier,
+        trust_tier=TrustTier(row.trust_tier).label,
+        risk_level=row.risk_level,
+        provenance=row.provenance,
         head_version=row.head_version,
         latest_version=row.latest_version,
         utility=UtilityOut(alpha=row.alpha, beta=row.beta, mean=_mean(row.alpha, row.beta)),
@@ -275,7 +327,7 @@ def _skill(row: Skill) -> SkillOut:
 def _detail(session: Session, skill: Skill) -> SkillDetail:
     head = service.head(session, skill)
     return SkillDetail(
-        **_skill(skill).model_dump(),
+        **skill_out(skill).model_dump(),
         head=HeadOut(
             version=head.version,
             sha256=head.sha256,
@@ -288,7 +340,7 @@ def _detail(session: Session, skill: Skill) -> SkillDetail:
     )
 
 
-def _version(skill: Skill, row: SkillVersion) -> VersionOut:
+def version_out(skill: Skill, row: SkillVersion) -> VersionOut:
     return VersionOut(
         version=row.version,
         parent_version=row.parent_version,
@@ -302,6 +354,18 @@ def _version(skill: Skill, row: SkillVersion) -> VersionOut:
         actor=row.actor,
         evidence=_counts(row),
         is_head=row.version == skill.head_version,
+        trust_tier=TrustTier(row.trust_tier).label,
+        risk_level=row.risk_level,
+        review=row.review,
+        reviewed_by=row.reviewed_by,
+        reviewed_at=row.reviewed_at,
+        review_reason=row.review_reason,
+        scan=ScanSummary(
+            ruleset=row.scan_ruleset,
+            malicious=row.scan_malicious,
+            score=row.scan_score,
+            findings=row.findings_count,
+        ),
         created_at=row.created_at,
     )
 
@@ -342,6 +406,6 @@ def _mean(alpha: float, beta: float) -> float:
 @router.get("/skills/{skill_id}/stats")
 def skill_stats(skill_id: uuid.UUID, session: SessionDep, key: CurrentKey) -> ItemStatsOut:
     """How often retrieval listed, withheld and used this skill, how it went, and its uplift."""
-    skill = _get_or_404(session, key, skill_id)
+    skill = get_or_404(session, key, skill_id)
     stats = retrievals.item_stats(session, key.tenant_id, skill.id)
     return item_stats_out(stats, alpha=skill.alpha, beta=skill.beta)

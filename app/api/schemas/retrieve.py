@@ -83,6 +83,10 @@ class RetrievedItem(BaseModel):
     description: str | None = None
     level: SkillLevel | None = None
     pinned: bool | None = Field(default=None, description="Skills: the session's strategy.")
+    trust_tier: str | None = Field(
+        default=None, description="Skills: `T1` (name and description only), `T2` (body, no tools), `T3`+."
+    )
+    note: str | None = Field(default=None, description="Skills: what the tier allows, for the agent.")
     body_url: str | None = Field(default=None, description="Skills: GET it for the full version.")
     body: str | None = Field(default=None, description="Skills: the SKILL.md, when included.")
     explain: dict[str, float] | None = Field(default=None, description="With `explain`: the score breakdown.")

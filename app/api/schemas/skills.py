@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.storage.models import SkillEventKind, SkillLevel, SkillStatus
+from app.storage.models import Provenance, ReviewState, RiskLevel, SkillEventKind, SkillLevel, SkillStatus
 
+VersionRef = Annotated[str, Path(description="A version number, `latest` (the newest) or `head`.")]
 MAX_ROLLBACK_REASON_CHARS = 1000
+MAX_REVIEW_REASON_CHARS = 2000
+TIER_PATTERN = r"^(?i:T?[0-4]|quarantined|unvetted|reviewed|vetted|certified)$"
+TIER_DOC = (
+    "`T0` quarantined, `T1` unvetted (name and description served), `T2` reviewed (body), "
+    "`T3` vetted, `T4` certified."
+)
 MAX_VERSION = 2**31 - 1  # skill_version.version is a PostgreSQL integer
 
 
@@ -39,7 +47,11 @@ class SkillOut(BaseModel):
     domain: str | None
     level: SkillLevel
     status: SkillStatus
-    trust_tier: str
+    trust_tier: str = Field(description="The head version's tier. " + TIER_DOC)
+    risk_level: RiskLevel = Field(
+        description="The head version's risk: what it can do and what the scanner found."
+    )
+    provenance: Provenance
     head_version: int = Field(description="The version agents get; a rollback moves it back.")
     latest_version: int = Field(description="The newest version written; never decreases.")
     utility: UtilityOut
@@ -66,6 +78,13 @@ class SkillPage(BaseModel):
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
 
 
+class ScanSummary(BaseModel):
+    ruleset: str = Field(description="The scanner rule set of the latest scan; empty if never scanned.")
+    malicious: bool
+    score: float
+    findings: int = Field(description="Findings not marked as false positives.")
+
+
 class VersionOut(BaseModel):
     version: int
     parent_version: int | None
@@ -79,6 +98,13 @@ class VersionOut(BaseModel):
     actor: str
     evidence: EvidenceCounts
     is_head: bool
+    trust_tier: str = Field(description=TIER_DOC)
+    risk_level: RiskLevel
+    review: ReviewState = Field(description="`pending`: a proposal awaiting a reviewer.")
+    reviewed_by: str | None
+    reviewed_at: datetime | None
+    review_reason: str | None
+    scan: ScanSummary
     created_at: datetime
 
 
@@ -137,3 +163,86 @@ class RollbackIn(BaseModel):
 class EvolveAccepted(BaseModel):
     event_id: uuid.UUID = Field(description="Poll GET /v1/events/{event_id} for the cycle's result.")
     status: Literal["queued"] = "queued"
+
+
+class ReviewIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=MAX_REVIEW_REASON_CHARS, description="Why; audited.")
+
+
+class AcceptIn(ReviewIn):
+    publish: bool = Field(default=True, description="Also make it the version agents get.")
+
+
+class TierIn(ReviewIn):
+    tier: str = Field(pattern=TIER_PATTERN, description=TIER_DOC)
+
+
+class FalsePositiveIn(ReviewIn):
+    rule: str = Field(
+        min_length=1, max_length=64, description="The finding's rule id, e.g. `EXF-SECRET-PATH`."
+    )
+
+
+class DecisionOut(BaseModel):
+    state: Literal["applied", "awaiting_second_approval"]
+    approvals: list[str] = Field(description="Reviewers who approved so far, oldest first.")
+    needs: int = Field(description="Approvals this action needs (2 for T3/T4 and wider tools).")
+    skill: SkillOut
+    version: VersionOut
+
+
+class FindingOut(BaseModel):
+    rule: str
+    category: str
+    severity: str
+    file: str
+    line: int
+    snippet: str
+    message: str
+    context: str
+    waived: bool = Field(description="A reviewer marked it a false positive for this content.")
+
+
+class ScanOut(BaseModel):
+    version: int
+    sha256: str
+    ruleset: str
+    trigger: str = Field(description="`write` (the gate), `rescan` (rules changed) or `waiver`.")
+    malicious: bool
+    score: float
+    risk_level: RiskLevel
+    findings: list[FindingOut]
+    created_at: datetime
+
+
+class QueueItem(BaseModel):
+    skill: SkillRef
+    version: int
+    review: ReviewState
+    trust_tier: str
+    risk_level: RiskLevel
+    findings: int
+    evidence_runs: int
+    actor: str
+    created_at: datetime
+
+
+class QueuePage(BaseModel):
+    items: list[QueueItem]
+    next_cursor: str | None
+
+
+class ImportedOut(BaseModel):
+    skill: SkillOut
+    version: int
+    created: bool = Field(description="False when an existing imported skill got a new version.")
+    unchanged: bool = Field(description="The same content was already stored; nothing was written.")
+    malicious: bool
+    risk_level: RiskLevel
+    findings: int
+
+
+class ImportOut(BaseModel):
+    items: list[ImportedOut]

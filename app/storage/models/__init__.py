@@ -10,8 +10,12 @@ from app.storage.models.experience import (
     SituationEmbedding,
     StateCluster,
 )
+from app.storage.models.governance import FindingWaiver, SkillApproval, SkillScan
 from app.storage.models.retrieval import ItemKind, Outcome, Retrieval, RetrievalItem, RetrievalSession
 from app.storage.models.skill import (
+    Provenance,
+    ReviewState,
+    RiskLevel,
     Skill,
     SkillEvent,
     SkillEventKind,
@@ -21,6 +25,7 @@ from app.storage.models.skill import (
     SkillVersion,
     SkillVersionEvidence,
     TaskCluster,
+    TrustTier,
 )
 from app.storage.models.tenant import ApiKey, Scope, Tenant
 from app.storage.models.trajectory import Trajectory, TrajectoryStep
@@ -33,6 +38,13 @@ __all__ = [
     "Event",
     "EventStatus",
     "Experience",
+    "FindingWaiver",
+    "Provenance",
+    "ReviewState",
+    "RiskLevel",
+    "SkillApproval",
+    "SkillScan",
+    "TrustTier",
     "ExperienceEvidence",
     "ExperienceStatus",
     "Polarity",

@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Identity, Index, Integer, String, Text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -43,9 +43,18 @@ class Event(UUIDPk, CreatedAt, Base):
 
 
 class AuditLog(UUIDPk, CreatedAt, Base):
-    __tablename__ = "audit_log"
-    __table_args__ = (Index("ix_audit_log_tenant_id_created_at", "tenant_id", "created_at"),)
+    """Append-only: a trigger (migration 0006) refuses UPDATE and DELETE of a row."""
 
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_tenant_id_created_at", "tenant_id", "created_at"),
+        Index("ix_audit_log_tenant_id_seq", "tenant_id", "seq"),
+        Index("ix_audit_log_tenant_id_action_seq", "tenant_id", "action", "seq"),
+        Index("ix_audit_log_tenant_id_target_id_seq", "tenant_id", "target_id", "seq"),
+    )
+
+    # Insertion order: entries of one transaction share `created_at`.
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True))
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"))
     actor: Mapped[str] = mapped_column(String(256))
     action: Mapped[str] = mapped_column(String(64))

@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    SmallInteger,
     String,
     Text,
     func,
@@ -34,7 +35,62 @@ class SkillLevel(enum.StrEnum):
 
 class SkillStatus(enum.StrEnum):
     ACTIVE = "active"
-    RETIRED = "retired"
+    RETIRED = "retired"  # the evolver took it out: it hurt (rollback brings it back)
+    WITHDRAWN = "withdrawn"  # a reviewer took it out of service (publish brings it back)
+
+
+class TrustTier(enum.IntEnum):
+    """Who vouches for a version; the server decides what agents get from it, never the skill itself."""
+
+    QUARANTINED = 0  # never served
+    UNVETTED = 1  # name and description only
+    REVIEWED = 2  # body served, granting no tools
+    VETTED = 3  # body and its declared tools
+    CERTIFIED = 4
+
+    @property
+    def label(self) -> str:
+        """`T0` .. `T4`, as the API shows tiers."""
+        return f"T{int(self)}"
+
+    @classmethod
+    def parse(cls, text: str) -> TrustTier:
+        """A tier from `T2`, `2` or `reviewed`; ValueError for anything else."""
+        raw = text.strip().lower()
+        if raw.startswith("t") and raw[1:].isdigit():
+            raw = raw[1:]
+        if raw.isdigit():
+            return cls(int(raw))
+        return cls[raw.upper()]
+
+
+class RiskLevel(enum.StrEnum):
+    """What a version can do and what the scanner found in it (false positives set aside)."""
+
+    NONE = "none"
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        """0 (none) .. 4 (critical), for comparisons."""
+        return list(RiskLevel).index(self)
+
+
+class Provenance(enum.StrEnum):
+    """Where a skill came from."""
+
+    DISTILLED = "distilled"  # by the evolver, from trajectories
+    IMPORTED = "imported"  # uploaded as an Agent Skills folder
+    AUTHORED = "authored"  # written by a person of this tenant
+
+
+class ReviewState(enum.StrEnum):
+    PENDING = "pending"  # a proposal: nobody has accepted or rejected it yet
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
 
 
 class SkillEventKind(enum.StrEnum):
@@ -45,6 +101,13 @@ class SkillEventKind(enum.StrEnum):
     ROLLED_BACK = "rolled_back"
     RETIRED = "retired"
     REJECTED = "rejected"  # a candidate version that failed validation; nothing was written
+    IMPORTED = "imported"
+    QUARANTINED = "quarantined"  # the scanner put a version in T0
+    ACCEPTED = "accepted"
+    REVIEW_REJECTED = "review_rejected"
+    PUBLISHED = "published"
+    WITHDRAWN = "withdrawn"
+    TIER_CHANGED = "tier_changed"
 
 
 class TaskCluster(UUIDPk, CreatedAt, Base):
@@ -99,8 +162,12 @@ class Skill(UUIDPk, CreatedAt, Base):
     status: Mapped[SkillStatus] = mapped_column(
         str_enum(SkillStatus, "skill_status"), default=SkillStatus.ACTIVE
     )
-    # Governance (issue 6) sets these; the evolver's output starts unreviewed.
-    trust_tier: Mapped[str] = mapped_column(String(32), default="unreviewed")
+    provenance: Mapped[Provenance] = mapped_column(
+        str_enum(Provenance, "skill_provenance"), default=Provenance.DISTILLED
+    )
+    # Copies of the head version's tier and risk, so listing and retrieval filter without a join.
+    trust_tier: Mapped[int] = mapped_column(SmallInteger, default=int(TrustTier.UNVETTED))
+    risk_level: Mapped[RiskLevel] = mapped_column(str_enum(RiskLevel, "risk_level"), default=RiskLevel.NONE)
     source_key: Mapped[str] = mapped_column(String(128))
     task_cluster_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("task_cluster.id", ondelete="SET NULL")
@@ -125,6 +192,10 @@ class SkillVersion(UUIDPk, CreatedAt, Base):
     __table_args__ = (
         Index("uq_skill_version_skill_id_version", "skill_id", "version", unique=True),
         Index("ix_skill_version_content_tsv", "content_tsv", postgresql_using="gin"),
+        # The rescan after a rule change looks for versions scanned by another rule set.
+        Index("ix_skill_version_scan_ruleset", "scan_ruleset"),
+        # The review queue: proposals, oldest first.
+        Index("ix_skill_version_review_created_at", "review", "created_at"),
     )
 
     skill_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("skill.id", ondelete="CASCADE"))
@@ -147,6 +218,19 @@ class SkillVersion(UUIDPk, CreatedAt, Base):
     evidence_runs: Mapped[int] = mapped_column(Integer, default=0)
     evidence_successes: Mapped[int] = mapped_column(Integer, default=0)
     evidence_failures: Mapped[int] = mapped_column(Integer, default=0)
+    # Governance: the version's own tier and risk, its review, and its latest scan.
+    trust_tier: Mapped[int] = mapped_column(SmallInteger, default=int(TrustTier.UNVETTED))
+    risk_level: Mapped[RiskLevel] = mapped_column(str_enum(RiskLevel, "risk_level"), default=RiskLevel.NONE)
+    review: Mapped[ReviewState] = mapped_column(
+        str_enum(ReviewState, "review_state"), default=ReviewState.PENDING
+    )
+    reviewed_by: Mapped[str | None] = mapped_column(String(256))
+    reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    review_reason: Mapped[str | None] = mapped_column(Text)
+    scan_ruleset: Mapped[str] = mapped_column(String(32), default="")
+    scan_malicious: Mapped[bool] = mapped_column(Boolean, default=False)
+    scan_score: Mapped[float] = mapped_column(Float, default=0.0)
+    findings_count: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class SkillVersionEvidence(Base):

@@ -14,6 +14,8 @@ from app.storage.models import (
     Experience,
     ExperienceStatus,
     Polarity,
+    Provenance,
+    ReviewState,
     Skill,
     SkillEvent,
     SkillEventKind,
@@ -37,7 +39,8 @@ class SkillFilter:
     level: SkillLevel | None = None
     domain: str | None = None
     status: SkillStatus | None = None
-    trust_tier: str | None = None
+    trust_tier: int | None = None
+    min_tier: int | None = None  # agents see nothing below T1
 
 
 @dataclass(frozen=True)
@@ -233,6 +236,13 @@ def by_source_key(session: Session, tenant_id: uuid.UUID, source_key: str) -> Sk
     ).one_or_none()
 
 
+def by_name(session: Session, tenant_id: uuid.UUID, name: str) -> Skill | None:
+    """The tenant's skill called `name`, if any."""
+    return session.scalars(
+        select(Skill).where(Skill.tenant_id == tenant_id, Skill.name == name)
+    ).one_or_none()
+
+
 def name_taken(session: Session, tenant_id: uuid.UUID, name: str) -> bool:
     """Whether the tenant already has a skill called `name`."""
     return (
@@ -253,6 +263,8 @@ def page(
         query = query.where(Skill.status == filters.status)
     if filters.trust_tier is not None:
         query = query.where(Skill.trust_tier == filters.trust_tier)
+    if filters.min_tier is not None:
+        query = query.where(Skill.trust_tier >= filters.min_tier)
     if cursor is not None:
         query = query.where(
             (Skill.created_at < cursor.created_at)
@@ -315,6 +327,7 @@ def add_skill(
     description: str,
     embedding: Sequence[float],
     embedding_model: str,
+    provenance: Provenance = Provenance.DISTILLED,
 ) -> Skill:
     """A new skill with no versions yet (`add_version` writes version 1)."""
     skill = Skill(
@@ -331,7 +344,8 @@ def add_skill(
         embedding=list(embedding),
         embedding_model=embedding_model,
         status=SkillStatus.ACTIVE,
-        trust_tier="unreviewed",
+        provenance=provenance,
+        trust_tier=1,
         alpha=1.0,
         beta=1.0,
     )
@@ -357,7 +371,7 @@ def add_version(
     llm_model: str | None = None,
     prompt_hash: str | None = None,
 ) -> SkillVersion:
-    """Write the next version and its evidence, and move the head pointer to it."""
+    """Write the next version and its evidence; the caller decides whether the head moves to it."""
     number = skill.latest_version + 1
     row = SkillVersion(
         id=uuid.uuid4(),
@@ -399,9 +413,22 @@ def add_version(
             .on_conflict_do_nothing()
         )
     skill.latest_version = number
-    skill.head_version = number
     skill.updated_at = utcnow()
     return row
+
+
+def pending_with_hash(session: Session, skill_id: uuid.UUID, sha256: str) -> bool:
+    """Whether a proposal with exactly this content already awaits review."""
+    found = session.scalar(
+        select(SkillVersion.id)
+        .where(
+            SkillVersion.skill_id == skill_id,
+            SkillVersion.sha256 == sha256,
+            SkillVersion.review == ReviewState.PENDING,
+        )
+        .limit(1)
+    )
+    return found is not None
 
 
 def add_event(

@@ -9,11 +9,12 @@ SKILLFOUNDRY_PORT ?= 8000
 .PHONY: install up test lint typecheck pytest bench clean
 
 # The CPU build of torch is pinned and installed first: an unpinned torch pulls a CUDA build of several GB.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e clients/python
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -22,8 +23,8 @@ up: install
 	HF_HUB_OFFLINE=1 $(BIN)/skillfoundry up --host $(SKILLFOUNDRY_HOST) --port $(SKILLFOUNDRY_PORT)
 
 lint: install
-	$(BIN)/ruff check app tests migrations
-	$(BIN)/ruff format --check app tests migrations
+	$(BIN)/ruff check app tests migrations clients
+	$(BIN)/ruff format --check app tests migrations clients
 
 typecheck: install
 	$(BIN)/mypy

@@ -342,7 +342,7 @@ class TestTwoPersonRule:
         assert down.json()["state"] == "applied" and down.json()["skill"]["trust_tier"] == "T0"
 
     def test_accepting_wider_tools_needs_two(
-        self, api: TestClient, db: Session, tenant: Tenant, alice: str, bob: str
+        self, api: TestClient, db: Session, tenant: Tenant, alice: str, bob: str, agent: str
     ) -> None:
         """The importer cannot approve; one other reviewer is not enough; a second one is."""
         (item,) = import_zip(api, alice, zipped(with_tools(CLEAN, "Bash"), "weather-lookup"))
@@ -354,6 +354,13 @@ class TestTwoPersonRule:
         assert own.status_code == 403
         second = post(api, carol, f"/v1/skills/{sid}/versions/1/accept", reason="ok too")
         assert second.json()["state"] == "applied" and second.json()["version"]["review"] == "accepted"
+        # T2 grants no tools, whatever the skill declares; T3 (two reviewers again) grants its own.
+        reviewed = skill_item(retrieve(api, agent), sid)
+        assert reviewed is not None and reviewed["trust_tier"] == "T2" and "allowed_tools" not in reviewed
+        for key in (bob, carol):
+            post(api, key, f"/v1/skills/{sid}/versions/1/tier", tier="T3", reason="vetted")
+        vetted = skill_item(retrieve(api, agent), sid)
+        assert vetted is not None and vetted["trust_tier"] == "T3" and vetted["allowed_tools"] == ["Bash"]
 
 
 def with_tools(skill_md: str, tools: str) -> str:

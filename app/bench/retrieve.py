@@ -350,7 +350,7 @@ SKILL_COLUMNS = (
     ("domain", "text"), ("name", "text"), ("level", "text"), ("status", "text"), ("trust_tier", "int2"),
     ("source_key", "text"), ("head_version", "int4"), ("latest_version", "int4"), ("description", "text"),
     ("embedding", "bytea"), ("embedding_model", "text"), ("alpha", "float8"), ("beta", "float8"),
-    ("provenance", "text"), ("risk_level", "text"),
+    ("provenance", "text"), ("risk_level", "text"), ("allowed_tools", "text"),
 )  # fmt: skip
 VERSION_COLUMNS = (
     ("id", "uuid"), ("created_at", "timestamptz"), ("skill_id", "uuid"), ("version", "int4"),
@@ -537,7 +537,7 @@ def _skill_rows(
             skills.append(
                 (skill_id, now, now, t.id, DOMAIN, doc.name, level, "active", REVIEWED,
                  f"bench:{number}", 1, 1, doc.description, vector, MODEL_NAME, alpha, beta,
-                 "distilled", "none")
+                 "distilled", "none", "")
             )  # fmt: skip
             # Loaded as a reviewed library (bodies served); not scanned, so the rescan task would scan it.
             versions.append(

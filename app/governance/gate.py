@@ -97,6 +97,7 @@ def sync_head(skill: Skill, version: SkillVersion) -> None:
     if version.version == skill.head_version:
         skill.trust_tier = version.trust_tier
         skill.risk_level = version.risk_level
+        skill.allowed_tools = _tools(version)
 
 
 def rescan_stale(session: Session, *, limit: int = RESCAN_BATCH) -> RescanStats:

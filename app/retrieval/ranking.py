@@ -53,6 +53,7 @@ class Candidate:
     body: str | None = None  # the head SKILL.md, when fetched and its tier serves it
     domain: str = ""
     trust_tier: int | None = None  # skills: the head version's tier (T1 up; T0 is never a candidate)
+    allowed_tools: tuple[str, ...] = ()  # skills at T3 and up: the tools their head declares
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ from app.storage.models import EMBEDDING_DIM, ItemKind, TrustTier
 # at T1 or above (T0 is quarantined); only T2 and above have their body served (`SERVED_BODY_TIER`).
 MIN_SERVED_TIER = int(TrustTier.UNVETTED)
 SERVED_BODY_TIER = int(TrustTier.REVIEWED)
+GRANTED_TOOLS_TIER = int(TrustTier.VETTED)
 VISIBLE_EXPERIENCE = sql.SQL("e.status = 'active'")
 VISIBLE_SKILL = sql.SQL("s.status = 'active' AND s.trust_tier >= {tier}").format(
     tier=sql.Literal(MIN_SERVED_TIER)
@@ -182,6 +183,7 @@ def build(query: SearchQuery, config: SearchConfig) -> sql.Composed:
             sql.Literal(" or ".join(query.terms))
         ),
         "session_id": sql.Literal(query.session_id),
+        "tools_tier": sql.Literal(GRANTED_TOOLS_TIER),
         "body": sql.SQL("CASE WHEN s.trust_tier >= {tier} THEN v.content END").format(
             tier=sql.Literal(SERVED_BODY_TIER)
         )
@@ -257,7 +259,7 @@ def _parse(rows: Sequence[tuple[Any, ...]]) -> SearchResult:
 
 def _candidate(kind: ItemKind, item_id: uuid.UUID, row: Sequence[Any]) -> Candidate:
     (ranks, similarity, alpha, beta, text, polarity, template, example, slots) = row[:9]
-    (version, name, description, level, body, domain, tier) = row[9:16]
+    (version, name, description, level, body, domain, tier, tools) = row[9:17]
     return Candidate(
         kind=kind,
         id=item_id,
@@ -277,6 +279,7 @@ def _candidate(kind: ItemKind, item_id: uuid.UUID, row: Sequence[Any]) -> Candid
         body=body,
         domain=domain or "",
         trust_tier=tier,
+        allowed_tools=tuple(tools.split()) if tools else (),
     )
 
 
@@ -326,21 +329,22 @@ skill_hit AS (
     GROUP BY id)
 SELECT 'candidate', 'experience', e.id, h.ranks, 1 - (e.embedding <=> (SELECT v FROM q)), e.alpha, e.beta,
        e.text, e.polarity::text, e.action_template, e.action_example, e.slots,
-       NULL::int, NULL::text, NULL::text, NULL::text, NULL::text, e.domain, NULL::smallint
+       NULL::int, NULL::text, NULL::text, NULL::text, NULL::text, e.domain, NULL::smallint, NULL::text
 FROM exp_hit h JOIN experience e ON e.id = h.id
 WHERE e.tenant_id = {tenant} AND {exp_visible}
 UNION ALL
 SELECT 'candidate', 'skill', s.id, h.ranks, 1 - (s.embedding <=> (SELECT v FROM t)), s.alpha, s.beta,
        NULL, NULL, NULL, NULL, NULL,
-       s.head_version, s.name, s.description, s.level::text, {body}, s.domain, s.trust_tier
+       s.head_version, s.name, s.description, s.level::text, {body}, s.domain, s.trust_tier,
+       CASE WHEN s.trust_tier >= {tools_tier} THEN s.allowed_tools END
 FROM skill_hit h JOIN skill s ON s.id = h.id{body_join}
 WHERE s.tenant_id = {tenant} AND {skill_visible}{skill_filter}
 UNION ALL
 SELECT 'session', NULL, id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-       NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM pinned
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM pinned
 UNION ALL
 SELECT 'child', NULL, id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-       NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM child"""
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM child"""
 
 # Stored tsvector columns, GIN-indexed (`ix_experience_text_tsv`, `ix_skill_version_content_tsv`).
 # Only the first `text_matches` matches are ranked: a common word must not make a query rank a tenant.

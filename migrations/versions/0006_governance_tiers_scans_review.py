@@ -97,6 +97,7 @@ def upgrade() -> None:
     op.create_index('ix_audit_log_tenant_id_target_id_seq', 'audit_log', ['tenant_id', 'target_id', 'seq'], unique=False)
     op.add_column('skill', sa.Column('provenance', PROVENANCE, nullable=False, server_default='distilled'))
     op.add_column('skill', sa.Column('risk_level', RISK, nullable=False, server_default='none'))
+    op.add_column('skill', sa.Column('allowed_tools', sa.Text(), nullable=False, server_default=''))
     op.alter_column('skill', 'trust_tier',
                existing_type=sa.VARCHAR(length=32),
                type_=sa.SmallInteger(),
@@ -116,7 +117,7 @@ def upgrade() -> None:
     op.create_index('ix_skill_version_scan_ruleset', 'skill_version', ['scan_ruleset'], unique=False)
     # The defaults only filled existing rows; the application always sets these columns.
     for table, column in (
-        ('skill', 'provenance'), ('skill', 'risk_level'), ('skill_version', 'trust_tier'),
+        ('skill', 'provenance'), ('skill', 'risk_level'), ('skill', 'allowed_tools'), ('skill_version', 'trust_tier'),
         ('skill_version', 'risk_level'), ('skill_version', 'review'), ('skill_version', 'scan_ruleset'),
         ('skill_version', 'scan_malicious'), ('skill_version', 'scan_score'), ('skill_version', 'findings_count'),
     ):
@@ -144,6 +145,7 @@ def downgrade() -> None:
                type_=sa.VARCHAR(length=32),
                existing_nullable=False,
                postgresql_using="CASE WHEN trust_tier = 0 THEN 'quarantined' ELSE 'unreviewed' END")
+    op.drop_column('skill', 'allowed_tools')
     op.drop_column('skill', 'risk_level')
     op.drop_column('skill', 'provenance')
     op.drop_index('ix_audit_log_tenant_id_target_id_seq', table_name='audit_log')

@@ -145,6 +145,7 @@ def _item(r: Ranked) -> RetrievedItem:
         pinned=r.pinned,
         trust_tier=tier.label,
         note=TIER_NOTES.get(tier),
+        allowed_tools=list(c.allowed_tools) if c.allowed_tools else None,
         body_url=f"/v1/skills/{c.id}/versions/{c.version}" if served else None,
         body=c.body if r.include_body and served else None,
         explain=explain,

@@ -87,6 +87,9 @@ class RetrievedItem(BaseModel):
         default=None, description="Skills: `T1` (name and description only), `T2` (body, no tools), `T3`+."
     )
     note: str | None = Field(default=None, description="Skills: what the tier allows, for the agent.")
+    allowed_tools: list[str] | None = Field(
+        default=None, description="Skills at T3 and up: the tools granted (its `allowed-tools`)."
+    )
     body_url: str | None = Field(default=None, description="Skills: GET it for the full version.")
     body: str | None = Field(default=None, description="Skills: the SKILL.md, when included.")
     explain: dict[str, float] | None = Field(default=None, description="With `explain`: the score breakdown.")

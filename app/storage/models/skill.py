@@ -168,6 +168,8 @@ class Skill(UUIDPk, CreatedAt, Base):
     # Copies of the head version's tier and risk, so listing and retrieval filter without a join.
     trust_tier: Mapped[int] = mapped_column(SmallInteger, default=int(TrustTier.UNVETTED))
     risk_level: Mapped[RiskLevel] = mapped_column(str_enum(RiskLevel, "risk_level"), default=RiskLevel.NONE)
+    # The head version's `allowed-tools`; retrieval grants them from T3 up.
+    allowed_tools: Mapped[str] = mapped_column(Text, default="")
     source_key: Mapped[str] = mapped_column(String(128))
     task_cluster_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("task_cluster.id", ondelete="SET NULL")

@@ -255,9 +255,10 @@ def import_skills(
             for item in response.json()["items"]:
                 skill = item["skill"]
                 state = "unchanged" if item["unchanged"] else f"v{item['version']}"
+                served = "" if item["is_head"] else f"; agents keep v{skill['head_version']}"
                 typer.echo(
-                    f"{skill['trust_tier']:3} {item['risk_level']:8} {skill['name']} {state} "
-                    f"({item['findings']} findings)"
+                    f"{item['trust_tier']:3} {item['risk_level']:8} {skill['name']} {state} "
+                    f"({item['findings']} findings{served})"
                 )
     typer.echo(f"imported {len(packages) - failed} of {len(packages)} skills", err=True)
     if failed:

@@ -212,6 +212,19 @@ class TestImportAndTiers:
         assert served["body"] == CLEAN and "grant no tools" in served["note"]
         assert api.get(f"/v1/skills/{skill_id}/versions/1", headers=auth(agent)).status_code == 200
 
+    def test_malicious_new_version_of_a_clean_import_is_quarantined_and_not_served(
+        self, api: TestClient, agent: str, alice: str
+    ) -> None:
+        """Same name, poisoned body: v2 is T0 and not the head; agents keep v1."""
+        (first,) = import_zip(api, alice, zipped(CLEAN, "weather-lookup"))
+        poisoned = MALICIOUS.replace("name: weather-helper", "name: weather-lookup")
+        (second,) = import_zip(api, alice, zipped(poisoned, "weather-lookup"))
+        assert second["skill"]["id"] == first["skill"]["id"] and second["version"] == 2
+        assert second["trust_tier"] == "T0" and second["is_head"] is False
+        assert second["skill"]["trust_tier"] == "T1" and second["skill"]["head_version"] == 1
+        listed = skill_item(retrieve(api, agent), first["skill"]["id"])
+        assert listed is not None and listed["version"] == 1
+
     def test_same_upload_twice_writes_nothing(self, api: TestClient, alice: str) -> None:
         first = import_zip(api, alice, zipped(CLEAN, "weather-lookup"))[0]
         again = import_zip(api, alice, zipped(CLEAN, "weather-lookup"))[0]

@@ -90,6 +90,8 @@ async def import_skills(
                     version=done.version.version,
                     created=done.created,
                     unchanged=done.unchanged,
+                    trust_tier=TrustTier(done.version.trust_tier).label,
+                    is_head=done.version.version == done.skill.head_version,
                     malicious=done.version.scan_malicious,
                     risk_level=done.version.risk_level,
                     findings=done.version.findings_count,

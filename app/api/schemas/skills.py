@@ -239,6 +239,8 @@ class ImportedOut(BaseModel):
     version: int
     created: bool = Field(description="False when an existing imported skill got a new version.")
     unchanged: bool = Field(description="The same content was already stored; nothing was written.")
+    trust_tier: str = Field(description="This version's tier (the skill's own is its head's).")
+    is_head: bool = Field(description="Whether agents get this version (a quarantined one never).")
     malicious: bool
     risk_level: RiskLevel
     findings: int

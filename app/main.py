@@ -14,7 +14,18 @@ from app.api import errors
 from app.api.deps import KeyCache
 from app.api.middleware import BodySizeLimit
 from app.api.ratelimit import RateLimiter
-from app.api.routes import audit, events, experiences, health, keys, retrieve, review, skills, trajectories
+from app.api.routes import (
+    agents,
+    audit,
+    events,
+    experiences,
+    health,
+    keys,
+    retrieve,
+    review,
+    skills,
+    trajectories,
+)
 from app.config import Settings, get_settings
 from app.embedding import SentenceTransformerEmbedder, get_embedder
 from app.limits import DESCRIPTION, MAX_REQUEST_BYTES
@@ -39,6 +50,7 @@ def api_router() -> APIRouter:
     v1.include_router(review.router)
     v1.include_router(audit.router)
     v1.include_router(retrieve.router)
+    v1.include_router(agents.router)
     return v1
 
 

@@ -56,6 +56,12 @@ def create_celery(settings: Settings) -> Celery:
             },
             "evolve-skills": {
                 "task": TaskName.EVOLVE_ALL_SKILLS.value,
+            # Retention: removes raw trajectories older than `retention_days` (none when it is 0).
+            "expire-trajectories": {
+                "task": TaskName.EXPIRE_TRAJECTORIES.value,
+                "schedule": 3600.0,
+                "options": {"expires": 3600, "queue": Queue.MAINTENANCE.value},
+            },
                 "schedule": settings.skill_evolve_every_s,
                 "options": {"expires": settings.skill_evolve_every_s, "queue": Queue.SKILLS.value},
             },

@@ -18,6 +18,7 @@ class TaskName(enum.StrEnum):
     EVOLVE_SKILLS = "skills.evolve_event"
     EVOLVE_ALL_SKILLS = "skills.evolve_all"
     RESCAN_SKILLS = "maintenance.rescan_skills"
+    EXPIRE_TRAJECTORIES = "maintenance.expire_trajectories"
 
 
 TASK_ROUTES = {

@@ -22,6 +22,8 @@ from app.evolver.llm import Polisher, get_polisher
 from app.evolver.names import Queue, TaskName
 from app.evolver.skill_llm import SkillDistiller, get_skill_distiller
 from app.governance import gate
+from app.ingestion import erasure
+from app.storage.models import utcnow
 from app.storage.repositories import skills as skill_repo
 from app.storage.session import session_scope
 
@@ -168,3 +170,25 @@ def rescan_skills() -> dict[str, int]:
             totals[name] += value
         if stats.scanned < gate.RESCAN_BATCH:
             return totals
+
+
+@shared_task(name=TaskName.EXPIRE_TRAJECTORIES, acks_late=True, soft_time_limit=900, expires=3600)
+def expire_trajectories() -> dict[str, int]:
+    """Remove raw trajectories past the retention period, a batch per transaction; skills keep counts."""
+    days = get_settings().retention_days
+    totals = erasure.Erased()
+    if days <= 0:
+        return asdict(totals)
+    cutoff = utcnow() - timedelta(days=days)
+    with session_scope() as session:
+        tenant_ids = erasure.tenants_with_trajectories_before(session, cutoff)
+    for tenant_id in tenant_ids:
+        while True:
+            with session_scope() as session:
+                done = erasure.expire(session, tenant_id, cutoff)
+            totals.add(done)
+            if done.trajectories < erasure.BATCH:
+                break
+    if totals.trajectories:
+        log.info("retention removed %d trajectories older than %d days", totals.trajectories, days)
+    return asdict(totals)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import os
 import time
 import zipfile
@@ -16,6 +15,7 @@ import typer
 
 from app.config import Settings, get_settings
 from app.errors import AppError
+from app.observability.logs import configure_logging, logging_config
 
 app = typer.Typer(help="Skillfoundry: a self-hosted skill library for LLM agents.", no_args_is_help=True)
 keys_app = typer.Typer(
@@ -36,10 +36,9 @@ Port = Annotated[int | None, typer.Option("--port", help="Port [env SKILLFOUNDRY
 
 
 def _settings() -> Settings:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("pgserver", "httpx", "alembic.runtime.migration"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    return get_settings()
+    settings = get_settings()
+    configure_logging(settings.log_format)  # SKILLFOUNDRY_LOG_FORMAT=json: one JSON object per line
+    return settings
 
 
 @app.command()
@@ -66,6 +65,7 @@ def api(host: Host = None, port: Port = None, workers: int = 1) -> None:
         workers=workers,
         log_level="info",
         access_log=False,
+        log_config=logging_config(settings.log_format),  # applied in each uvicorn worker process
     )
 
 

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -148,6 +148,12 @@ class Settings(BaseSettings):
     llm_skill_tokens_per_day: int = Field(
         default=200_000, ge=1, description="LLM tokens per tenant per UTC day for skill distillation."
     )
+
+    # Observability (app/observability): GET /metrics for Prometheus, open unless turned off or bound to a
+    # bearer token; log lines as text for a terminal, or one JSON object per line for a log collector.
+    metrics_enabled: bool = Field(default=True, description="Serve GET /metrics.")
+    metrics_token: SecretStr | None = Field(default=None, description="Bearer token GET /metrics requires.")
+    log_format: Literal["text", "json"] = Field(default="text", description="Log lines: text or json.")
 
     def require_database_url(self) -> str:
         """The database URL, or a clear error telling how to get one."""

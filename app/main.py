@@ -29,6 +29,7 @@ from app.api.routes import (
 from app.config import Settings, get_settings
 from app.embedding import SentenceTransformerEmbedder, get_embedder
 from app.limits import DESCRIPTION, MAX_REQUEST_BYTES
+from app.observability import http as observability
 from app.retrieval.service import QueryEmbeddings
 from app.storage.session import make_engine, make_sessionmaker
 
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.query_embeddings = QueryEmbeddings(settings.retrieval_embedding_cache_size)
     errors.install(app)
     app.add_middleware(BodySizeLimit, limit=MAX_REQUEST_BYTES)
+    observability.install(app, settings)  # request ids, request metrics and GET /metrics
     app.include_router(health.router)
     app.include_router(api_router())
     return app

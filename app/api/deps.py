@@ -17,6 +17,7 @@ from app.api.ratelimit import RateLimiter
 from app.config import Settings
 from app.embedding import Embedder, get_embedder
 from app.errors import Forbidden, Unauthorized
+from app.observability.context import bind_tenant
 from app.storage.models import Scope
 from app.storage.repositories import tenants
 
@@ -157,11 +158,13 @@ def authenticate(request: Request, session: SessionDep, limiter: Limiter, keys: 
     key_hash = tenants.hash_key(token.strip())
     cached = keys.get(key_hash)
     if cached is not None:
+        bind_tenant(cached.tenant_id)
         limiter.check(str(cached.key_id))
         return cached
     key = tenants.key_by_plaintext(session, token.strip())
     if key is None:
         raise Unauthorized("This API key is unknown or revoked.")
+    bind_tenant(key.tenant_id)
     limiter.check(str(key.id))
     tenants.touch_key(key)
     principal = Principal(

@@ -8,6 +8,7 @@ from celery import Celery
 
 from app.config import Settings, broker_url, get_settings
 from app.evolver.names import TASK_ROUTES, Queue, TaskName
+from app.observability.jobs import connect_worker_signals
 
 # A job whose worker died is redelivered after this long (it must exceed the longest task).
 VISIBILITY_TIMEOUT_S = 900
@@ -16,6 +17,7 @@ VISIBILITY_TIMEOUT_S = 900
 def create_celery(settings: Settings) -> Celery:
     """A Celery app on the settings' Redis; tasks ack late so a killed worker's job is redone."""
     celery = Celery("skillfoundry", include=["app.evolver.tasks", "app.evolver.worker"])
+    connect_worker_signals()  # a job's log lines carry the id of the request that sent it
     celery.conf.update(
         broker_url=broker_url(settings.require_redis_url()),
         broker_connection_retry_on_startup=True,
@@ -54,14 +56,14 @@ def create_celery(settings: Settings) -> Celery:
                 "schedule": 300.0,
                 "options": {"expires": 300, "queue": Queue.MAINTENANCE.value},
             },
-            "evolve-skills": {
-                "task": TaskName.EVOLVE_ALL_SKILLS.value,
             # Retention: removes raw trajectories older than `retention_days` (none when it is 0).
             "expire-trajectories": {
                 "task": TaskName.EXPIRE_TRAJECTORIES.value,
                 "schedule": 3600.0,
                 "options": {"expires": 3600, "queue": Queue.MAINTENANCE.value},
             },
+            "evolve-skills": {
+                "task": TaskName.EVOLVE_ALL_SKILLS.value,
                 "schedule": settings.skill_evolve_every_s,
                 "options": {"expires": settings.skill_evolve_every_s, "queue": Queue.SKILLS.value},
             },

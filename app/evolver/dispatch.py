@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from app.evolver.celery_app import get_celery
 from app.evolver.names import TASK_ROUTES, TaskName
+from app.observability.jobs import job_headers
 from app.storage.session import enqueue_after_commit
 
 
@@ -19,8 +20,9 @@ def _queue_of(name: TaskName) -> str:
 def send_after_commit(session: Session, name: TaskName, *ids: uuid.UUID) -> None:
     """Send task `name` with these ids once `session` commits; dropped if it rolls back."""
     args = [str(i) for i in ids]
+    headers = job_headers()  # the request id follows the job into the worker's log lines
 
     def send() -> None:
-        get_celery().send_task(name.value, args=args, queue=_queue_of(name))
+        get_celery().send_task(name.value, args=args, queue=_queue_of(name), headers=headers)
 
     enqueue_after_commit(session, send)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -82,6 +83,15 @@ class RetrieveRequest:
 
 
 @dataclass(frozen=True)
+class Timings:
+    """Seconds one answer spent on each stage: query embeddings (mostly cache hits), the search, ranking."""
+
+    embed_s: float = 0.0
+    search_s: float = 0.0
+    rank_s: float = 0.0
+
+
+@dataclass(frozen=True)
 class RetrievalResult:
     """The answer: listed items in order, the one withheld (not shown), the session's strategy, the log."""
 
@@ -90,6 +100,7 @@ class RetrievalResult:
     withheld: Ranked | None
     strategy_id: uuid.UUID | None
     log: RetrievalLog
+    timings: Timings = Timings()
 
 
 def search_config(settings: Settings) -> SearchConfig:
@@ -130,12 +141,16 @@ def retrieve(
     terms = content_words(
         (*request.tags, request.plan_step or "", key, request.task), settings.retrieval_text_terms
     )
+    started = time.perf_counter()
+    embedding = cache.get(key, embedder)
+    task_embedding = cache.get(situation_key(request.task), embedder) if request.task else None
+    embedded = time.perf_counter()
     found = search(
         session,
         SearchQuery(
             tenant_id=tenant_id,
-            embedding=cache.get(key, embedder),
-            task_embedding=cache.get(situation_key(request.task), embedder) if request.task else None,
+            embedding=embedding,
+            task_embedding=task_embedding,
             terms=terms,
             top_k=request.top_k,
             filters=request.filters,
@@ -144,6 +159,7 @@ def retrieve(
         ),
         search_config(settings),
     )
+    searched = time.perf_counter()
     state = found.session
     # A new session, its step 0, or one whose first step found no strategy: choose one now.
     first_step = request.step == 0 or state.strategy_id is None
@@ -168,6 +184,9 @@ def retrieve(
     pinned = next((r.candidate.id for r in ranked if r.pinned), None)
     strategy_id = pinned if first_step else state.strategy_id
     retrieval_id = uuid.uuid4()
+    timings = Timings(
+        embed_s=embedded - started, search_s=searched - embedded, rank_s=time.perf_counter() - searched
+    )
     return RetrievalResult(
         retrieval_id=retrieval_id,
         items=tuple(r for r in ranked if r is not withheld),
@@ -184,6 +203,7 @@ def retrieve(
             pin=first_step and request.session_id is not None,
             items=_logged(ranked, withheld),
         ),
+        timings=timings,
     )
 
 

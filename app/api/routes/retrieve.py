@@ -14,6 +14,7 @@ from app.api.deps import CurrentAgent, EmbedderDep, SessionDep, SettingsDep
 from app.api.schemas.common import ERROR_RESPONSES
 from app.api.schemas.experiences import ActionOut
 from app.api.schemas.retrieve import FeedbackIn, FeedbackOut, RetrievedItem, RetrieveIn, RetrieveOut
+from app.observability.http import MetricsDep
 from app.retrieval import feedback, service
 from app.retrieval.ranking import Ranked
 from app.retrieval.search import SearchFilters
@@ -59,6 +60,7 @@ def retrieve(
     log_sessions: LogSessionsDep,
     background: BackgroundTasks,
     response: Response,
+    metrics: MetricsDep,
 ) -> RetrieveOut:
     """The skills and experiences that fit this step, best first, within `top_k` and the token budget."""
     started = time.perf_counter()
@@ -68,7 +70,8 @@ def retrieve(
     )  # fmt: skip
     answer = _answer(result)
     latency_ms = (time.perf_counter() - started) * 1000
-    response.headers["Server-Timing"] = f"retrieve;dur={latency_ms:.1f}"
+    response.headers["Server-Timing"] = server_timing(latency_ms, result)
+    metrics.observe_retrieve(result.timings, latency_ms / 1000)
     # Recorded after the answer is sent, in its own transaction: the answer waits for no write.
     background.add_task(service.record_after_answer, log_sessions, result.log, latency_ms)
     return answer
@@ -80,6 +83,15 @@ def give_feedback(body: FeedbackIn, session: SessionDep, agent: CurrentAgent) ->
     used = list(dict.fromkeys(body.used_item_ids))
     row = feedback.give(session, agent.tenant_id, body.retrieval_id, used, body.outcome, body.reason)
     return FeedbackOut(retrieval_id=row.id, outcome=body.outcome, used_item_ids=used)
+
+
+def server_timing(latency_ms: float, result: RetrievalResult) -> str:
+    """`retrieve;dur=` (the whole answer) first, then its stages."""
+    t = result.timings
+    stages = (("embed", t.embed_s), ("search", t.search_s), ("rank", t.rank_s))
+    return ", ".join(
+        [f"retrieve;dur={latency_ms:.1f}", *(f"{name};dur={s * 1000:.1f}" for name, s in stages)]
+    )
 
 
 def _request(body: RetrieveIn) -> RetrieveRequest:

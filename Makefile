@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 SKILLFOUNDRY_HOST ?= 127.0.0.1
 SKILLFOUNDRY_PORT ?= 8000
 
-.PHONY: install up test lint typecheck pytest bench clean
+.PHONY: install up test lint typecheck pytest bench clean chromium
 
 # The CPU build of torch is pinned and installed first: an unpinned torch pulls a CUDA build of several GB.
 $(STAMP): pyproject.toml clients/python/pyproject.toml
@@ -29,7 +29,15 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install
+# The admin UI's browser tests drive Debian's Chromium (Playwright never downloads a browser here).
+CHROMIUM ?= /usr/bin/chromium
+chromium:
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y --no-install-recommends chromium; \
+	  elif sudo -n true 2>/dev/null; then sudo -n apt-get update -qq && sudo -n apt-get install -y --no-install-recommends chromium; \
+	  else echo "$(CHROMIUM) is missing: run 'apt-get install chromium' as root (the admin UI's browser tests need it)" >&2; exit 1; fi; }
+
+pytest: install chromium
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 test: lint typecheck pytest

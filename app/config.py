@@ -138,6 +138,9 @@ class Settings(BaseSettings):
         default=10.0, ge=0, description="Seconds a process trusts a checked API key (0: check every call)."
     )
     api_key_cache_size: int = Field(default=10_000, ge=0, description="API keys cached per API process.")
+    # The admin UI (/admin) signs its session cookies with this. Unset: a random secret is made on first
+    # use and kept in `home`/admin-secret (mode 0600); set it when several API hosts serve /admin.
+    admin_secret: SecretStr | None = Field(default=None, min_length=32, description="Admin cookie key.")
 
     # Skill distiller (app/evolver/skill_llm.py): "heuristic" writes the offline drafts; "llm" has the
     # llm_* endpoint above edit each draft, within a daily token budget per tenant counted in Redis, and

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import redis
 from fastapi import APIRouter, FastAPI
 
-from app import __version__
+from app import __version__, admin
 from app.api import errors
 from app.api.deps import KeyCache
 from app.api.middleware import BodySizeLimit
@@ -98,4 +98,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     observability.install(app, settings)  # request ids, request metrics and GET /metrics
     app.include_router(health.router)
     app.include_router(api_router())
+    admin.install(app)  # the web UI at /admin
     return app

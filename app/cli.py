@@ -265,6 +265,29 @@ def import_skills(
         raise typer.Exit(1)
 
 
+@app.command(name="mcp")
+def mcp_server(
+    http: Annotated[bool, typer.Option("--http", help="Serve streamable HTTP at /mcp, not stdio.")] = False,
+    host: Annotated[str, typer.Option("--host", help="Bind address with --http.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port with --http.")] = 8765,
+    agent_id: Annotated[
+        str, typer.Option("--agent-id", envvar="SKILLFOUNDRY_AGENT_ID", help="Agent id of the runs posted.")
+    ] = "mcp-agent",
+    domain: Annotated[str | None, typer.Option(help="Domain to retrieve from and post runs under.")] = None,
+    url: Url = "http://127.0.0.1:8000",
+    api_key: ApiKeyOpt = "",
+) -> None:
+    """Serve the library to MCP agents (Claude Code, IDEs): retrieve, load_skill, record_step, finish."""
+    try:
+        from skillfoundry_client.mcp_server import serve
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in ("mcp", "skillfoundry_client"):
+            raise
+        typer.echo(f"{exc}: `skillfoundry mcp` needs pip install -e 'clients/python[mcp]'", err=True)
+        raise typer.Exit(1) from exc
+    serve(url, api_key, http=http, host=host, port=port, agent_id=agent_id, domain=domain)
+
+
 @app.command()
 def rescan() -> None:
     """Scan every stored version last scanned by an older rule set (the worker also does this itself)."""

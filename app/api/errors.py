@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,7 +12,15 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.errors import AppError, DatabaseUnavailable, InvalidJson, LimitExceeded, NotFound, ValidationFailed
+from app.errors import (
+    AppError,
+    DatabaseUnavailable,
+    InvalidJson,
+    LimitExceeded,
+    MethodNotAllowed,
+    NotFound,
+    ValidationFailed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +69,26 @@ def validation_error(exc: RequestValidationError) -> AppError:
     return ValidationFailed(detail=errors)
 
 
+def _template(path: str) -> re.Pattern[str]:
+    """A path template (`/v1/skills/{skill_id}`) as a regex matching its paths."""
+    parts = ("[^/]+" if p.startswith("{") and p.endswith("}") else re.escape(p) for p in path.split("/"))
+    return re.compile("^" + "/".join(parts) + "$")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods the API schema documents for this request's path (empty for paths outside it)."""
+    table: list[tuple[re.Pattern[str], list[str]]] | None = getattr(
+        request.app.state, "allowed_methods", None
+    )
+    if table is None:
+        table = [
+            (_template(path), sorted(method.upper() for method in item))
+            for path, item in request.app.openapi().get("paths", {}).items()
+        ]
+        request.app.state.allowed_methods = table
+    return next((methods for pattern, methods in table if pattern.match(request.url.path)), [])
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers on `app`."""
 
@@ -72,12 +101,20 @@ def install(app: FastAPI) -> None:
         return render(validation_error(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 404:
             return render(NotFound("No such endpoint; see /docs for the API."))
-        code = {405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route on this path; list those of all of them.
+            headers["Allow"] = ", ".join(allowed_methods(request)) or headers.get("Allow", "")
+            return render(
+                MethodNotAllowed(
+                    f"{request.method} is not allowed here; use {headers['Allow']}.", headers=headers
+                )
+            )
         return render(
-            AppError(str(exc.detail), code=code, status_code=exc.status_code, headers=dict(exc.headers or {}))
+            AppError(str(exc.detail), code="http_error", status_code=exc.status_code, headers=headers)
         )
 
     @app.exception_handler(DBAPIError)
@@ -85,4 +122,9 @@ def install(app: FastAPI) -> None:
         if exc.connection_invalidated or "connection" in str(exc.orig).lower():
             log.warning("database unavailable: %s", exc.orig)
             return render(DatabaseUnavailable())
+        if "cannot contain NUL" in str(exc.orig) or "\\u0000 cannot be converted" in str(exc.orig):
+            # PostgreSQL text holds no U+0000; the request's transaction was rolled back whole.
+            return render(
+                ValidationFailed("Text may not contain the NUL character (U+0000).", code="nul_in_text")
+            )
         raise exc

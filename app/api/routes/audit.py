@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 
 from app.api.deps import ReviewerKey, SessionDep
 from app.api.schemas.audit import AuditEntryOut, AuditPage
-from app.api.schemas.common import ERROR_RESPONSES
+from app.api.schemas.common import ERROR_RESPONSES, Timestamp
 from app.limits import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from app.storage.repositories import governance
 from app.storage.repositories.governance import AuditFilter
@@ -29,8 +28,8 @@ def list_audit(
     | None = None,
     target_type: Annotated[str, Query(max_length=64)] | None = None,
     target_id: Annotated[str, Query(max_length=128)] | None = None,
-    since: datetime | None = Query(default=None, description="Entries at or after this time."),
-    until: datetime | None = Query(default=None, description="Entries before this time."),
+    since: Timestamp | None = Query(default=None, description="Entries at or after this time."),
+    until: Timestamp | None = Query(default=None, description="Entries before this time."),
     before: Annotated[int, Query(ge=1, description="Entries below this `seq` (the next page).")]
     | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,

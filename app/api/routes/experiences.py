@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from app.api.deps import AdminKey, CurrentKey, Principal, ReviewerKey, SessionDep
 from app.api.pagination import decode_cursor, encode_cursor
-from app.api.schemas.common import ERROR_RESPONSES
+from app.api.schemas.common import CURSOR_PATTERN, ERROR_RESPONSES
 from app.api.schemas.experiences import (
     ActionOut,
     EvidenceOut,
@@ -43,7 +43,8 @@ def list_experiences(
     status: ExperienceStatus | None = Query(default=None, description="Default: active and retired."),
     q: Annotated[str, Query(min_length=1, max_length=1000, description="Full-text query on the text.")]
     | None = None,
-    cursor: str | None = None,
+    cursor: Annotated[str, Query(pattern=CURSOR_PATTERN, description="`next_cursor` of the previous page.")]
+    | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
 ) -> ExperiencePage:
     """The tenant's experiences, newest first, a page at a time."""

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from app.api.deps import EmbedderDep, ReviewerKey, SessionDep
 from app.api.pagination import decode_cursor, encode_cursor
 from app.api.routes.skills import get_or_404, skill_out, version_or_404, version_out
-from app.api.schemas.common import ERROR_RESPONSES
+from app.api.schemas.common import CURSOR_PATTERN, ERROR_RESPONSES, ErrorResponse
 from app.api.schemas.skills import (
     AcceptIn,
     DecisionOut,
@@ -52,7 +52,12 @@ IMPORT_DOC = (
 router = APIRouter(tags=["governance"], responses=ERROR_RESPONSES)
 
 
-@router.post("/skills", status_code=201, description=IMPORT_DOC)
+@router.post(
+    "/skills",
+    status_code=201,
+    description=IMPORT_DOC,
+    responses={415: {"model": ErrorResponse, "description": "Not a zip or multipart upload."}},
+)
 async def import_skills(
     request: Request,
     session: SessionDep,
@@ -106,7 +111,8 @@ async def import_skills(
 def review_queue(
     session: SessionDep,
     reviewer: ReviewerKey,
-    cursor: str | None = None,
+    cursor: Annotated[str, Query(pattern=CURSOR_PATTERN, description="`next_cursor` of the previous page.")]
+    | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
 ) -> QueuePage:
     """Proposals and quarantined versions awaiting a decision, oldest first."""

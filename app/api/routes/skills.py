@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from app import skill_md
 from app.api.deps import AdminKey, CurrentKey, Principal, ReviewerKey, SessionDep
 from app.api.pagination import decode_cursor, encode_cursor
-from app.api.schemas.common import ERROR_RESPONSES
+from app.api.schemas.common import CURSOR_PATTERN, ERROR_RESPONSES
 from app.api.schemas.retrieve import ItemStatsOut, item_stats_out
 from app.api.schemas.skills import (
     MAX_VERSION,
@@ -85,7 +85,8 @@ def list_skills(
         default=None, description="Default: every status for reviewers; agents see active skills only."
     ),
     tier: Annotated[str, Query(pattern=TIER_PATTERN, description=TIER_DOC)] | None = None,
-    cursor: str | None = None,
+    cursor: Annotated[str, Query(pattern=CURSOR_PATTERN, description="`next_cursor` of the previous page.")]
+    | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
 ) -> SkillPage:
     """The tenant's skills, newest first, a page at a time (agents: active skills of T1 and above)."""
@@ -190,7 +191,8 @@ def skill_history(
     skill_id: uuid.UUID,
     session: SessionDep,
     key: CurrentKey,
-    cursor: str | None = None,
+    cursor: Annotated[str, Query(pattern=CURSOR_PATTERN, description="`next_cursor` of the previous page.")]
+    | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
 ) -> HistoryPage:
     """What happened to a skill, newest first, with the diff of each version written."""

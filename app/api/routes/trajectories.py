@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Header, Query, Response
 
 from app.api.deps import CurrentAgent, CurrentKey, SessionDep
 from app.api.pagination import decode_cursor, encode_cursor
-from app.api.schemas.common import ERROR_RESPONSES
+from app.api.schemas.common import CURSOR_PATTERN, ERROR_RESPONSES, Timestamp
 from app.api.schemas.trajectories import (
     OutcomeOut,
     StepOut,
@@ -54,9 +53,10 @@ def list_trajectories(
     session_id: str | None = None,
     domain: str | None = None,
     outcome: Literal["success", "failure", "unknown"] | None = None,
-    since: datetime | None = Query(default=None, description="Created at or after (ISO 8601)."),
-    until: datetime | None = Query(default=None, description="Created before (ISO 8601)."),
-    cursor: str | None = None,
+    since: Timestamp | None = Query(default=None, description="Created at or after (ISO 8601)."),
+    until: Timestamp | None = Query(default=None, description="Created before (ISO 8601)."),
+    cursor: Annotated[str, Query(pattern=CURSOR_PATTERN, description="`next_cursor` of the previous page.")]
+    | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
 ) -> TrajectoryPage:
     """The tenant's trajectories, newest first, a page at a time."""

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from app.api.schemas.common import Input
 from app.storage.models import ExperienceStatus, Polarity
 
 MAX_EXPERIENCE_WORDS = 64
@@ -69,7 +70,7 @@ class ExperiencePage(BaseModel):
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
 
 
-class ExperiencePatch(BaseModel):
+class ExperiencePatch(Input):
     model_config = ConfigDict(extra="forbid")
 
     status: ExperienceStatus | None = None

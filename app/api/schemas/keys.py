@@ -8,10 +8,11 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field
 
+from app.api.schemas.common import Input
 from app.storage.models import Scope
 
 
-class KeyCreate(BaseModel):
+class KeyCreate(Input):
     name: Annotated[str, Field(min_length=1, max_length=128)]
     scopes: list[Scope] = Field(min_length=1, max_length=3, examples=[["agent"]])
 

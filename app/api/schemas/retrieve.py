@@ -7,6 +7,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.api.schemas.common import Count, Flag, Input
 from app.api.schemas.experiences import ActionOut
 from app.limits import MAX_FIELD_CHARS, MAX_ID_CHARS, MAX_TAG_CHARS, MAX_USED_ITEMS
 from app.storage.models import ItemKind, Outcome, Polarity, SkillLevel
@@ -24,7 +25,7 @@ Text = Annotated[str, Field(max_length=MAX_FIELD_CHARS)]
 Tag = Annotated[str, Field(min_length=1, max_length=MAX_TAG_CHARS)]
 
 
-class RetrieveFilters(BaseModel):
+class RetrieveFilters(Input):
     model_config = ConfigDict(extra="forbid")
 
     domain: Tag | None = Field(default=None, description="Only skills and experiences of this domain.")
@@ -42,14 +43,14 @@ class RetrieveFilters(BaseModel):
     )
 
 
-class RetrieveIn(BaseModel):
+class RetrieveIn(Input):
     model_config = ConfigDict(extra="forbid")
 
     task: Annotated[str, Field(min_length=1, max_length=MAX_FIELD_CHARS)]
     observation: Annotated[str, Field(min_length=1, max_length=MAX_FIELD_CHARS)] = Field(
         description="What the agent sees now; normalised into a situation key, as the evolver does."
     )
-    step: int | None = Field(
+    step: Count | None = Field(
         default=None, ge=0, le=MAX_STEP, description="0 starts a session: pins a strategy."
     )
     recent_actions: list[Text] = Field(default_factory=list, max_length=MAX_RECENT_ACTIONS)
@@ -58,14 +59,14 @@ class RetrieveIn(BaseModel):
     )
     plan_step: Text | None = Field(default=None, description="The step of the plan the agent is on.")
     filters: RetrieveFilters = Field(default_factory=RetrieveFilters)
-    top_k: int = Field(default=8, ge=1, le=MAX_TOP_K)
-    token_budget: int = Field(
+    top_k: Count = Field(default=8, ge=1, le=MAX_TOP_K)
+    token_budget: Count = Field(
         default=500, ge=MIN_TOKEN_BUDGET, le=MAX_TOKEN_BUDGET, description="Estimated tokens of all items."
     )
-    include_body: bool = Field(
+    include_body: Flag = Field(
         default=False, description="Add skill SKILL.md bodies where the budget holds them."
     )
-    explain: bool = Field(default=False, description="Add each item's score breakdown.")
+    explain: Flag = Field(default=False, description="Add each item's score breakdown.")
 
 
 class RetrievedItem(BaseModel):
@@ -106,7 +107,7 @@ class RetrieveOut(BaseModel):
     tokens: int = Field(description="Estimated tokens of all items.")
 
 
-class FeedbackIn(BaseModel):
+class FeedbackIn(Input):
     model_config = ConfigDict(extra="forbid")
 
     retrieval_id: uuid.UUID

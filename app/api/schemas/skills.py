@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.api.schemas.common import Count, Flag, Input
 from app.storage.models import Provenance, ReviewState, RiskLevel, SkillEventKind, SkillLevel, SkillStatus
 
 VersionRef = Annotated[str, Path(description="A version number, `latest` (the newest) or `head`.")]
@@ -147,11 +148,11 @@ class HistoryPage(BaseModel):
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
 
 
-class RollbackIn(BaseModel):
+class RollbackIn(Input):
     model_config = ConfigDict(extra="forbid")
 
-    to_version: int = Field(ge=1, le=MAX_VERSION, description="The version the head should point to.")
-    expected_head: int | None = Field(
+    to_version: Count = Field(ge=1, le=MAX_VERSION, description="The version the head should point to.")
+    expected_head: Count | None = Field(
         default=None,
         ge=0,
         le=MAX_VERSION,
@@ -165,14 +166,14 @@ class EvolveAccepted(BaseModel):
     status: Literal["queued"] = "queued"
 
 
-class ReviewIn(BaseModel):
+class ReviewIn(Input):
     model_config = ConfigDict(extra="forbid")
 
     reason: str = Field(min_length=1, max_length=MAX_REVIEW_REASON_CHARS, description="Why; audited.")
 
 
 class AcceptIn(ReviewIn):
-    publish: bool = Field(default=True, description="Also make it the version agents get.")
+    publish: Flag = Field(default=True, description="Also make it the version agents get.")
 
 
 class TierIn(ReviewIn):

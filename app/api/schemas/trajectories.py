@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 from pydantic_core import PydanticCustomError
 
+from app.api.schemas.common import Flag, Input, Number
 from app.limits import (
     MAX_BATCH_TRAJECTORIES,
     MAX_FIELD_CHARS,
@@ -42,7 +43,7 @@ def _json_within_limit(value: Any) -> Any:
     return value
 
 
-class StepIn(BaseModel):
+class StepIn(Input):
     model_config = ConfigDict(extra="forbid")
 
     observation: Text = Field(description="What the agent saw before acting.")
@@ -51,7 +52,7 @@ class StepIn(BaseModel):
     tool_input: Any = Field(default=None, description="Any JSON value.")
     tool_output: Any = Field(default=None, description="Any JSON value (often text).")
     error: Text | None = None
-    reward: float | None = Field(default=None, allow_inf_nan=False)
+    reward: Number | None = Field(default=None, allow_inf_nan=False)
     retrieval_id: Annotated[str, Field(max_length=64)] | None = Field(
         default=None, description="The `retrieval_id` of the /v1/retrieve answer this step acted on."
     )
@@ -64,14 +65,14 @@ class StepIn(BaseModel):
     _limit_json = field_validator("tool_input", "tool_output")(_json_within_limit)
 
 
-class OutcomeIn(BaseModel):
+class OutcomeIn(Input):
     model_config = ConfigDict(extra="forbid")
 
-    success: bool | None = None
-    score: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False)
+    success: Flag | None = None
+    score: Number | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False)
 
 
-class TrajectoryIn(BaseModel):
+class TrajectoryIn(Input):
     model_config = ConfigDict(extra="forbid")
 
     task: Annotated[str, Field(min_length=1, max_length=MAX_FIELD_CHARS)]

@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from psycopg.types.json import Jsonb
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from app.storage.models import Trajectory, TrajectoryStep, utcnow
@@ -53,14 +55,24 @@ def _copy(
     session: Session, table: str, columns: tuple[tuple[str, str], ...], rows: Iterable[tuple[Any, ...]]
 ) -> None:
     # COPY is several times faster than INSERT for thousands of rows, and runs in the session's transaction.
-    raw = session.connection().connection.driver_connection
+    connection = session.connection()
+    raw = connection.connection.driver_connection
     if raw is None:
         raise RuntimeError("the session's connection is closed")
     names = ", ".join(name for name, _ in columns)
-    with raw.cursor() as cursor, cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
-        copy.set_types([kind for _, kind in columns])
-        for row in rows:
-            copy.write_row(row)
+    try:
+        with raw.cursor() as cursor, cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+            copy.set_types([kind for _, kind in columns])
+            for row in rows:
+                copy.write_row(row)
+    except psycopg.Error as error:
+        # Raised as SQLAlchemy raises driver errors, so the app's handlers (503 on a lost database)
+        # and the pool's invalidation treat COPY like any other statement.
+        if raw.closed:
+            connection.invalidate(error)
+        raise DBAPIError.instance(
+            f"COPY {table}", None, error, psycopg.Error, connection_invalidated=bool(raw.closed)
+        ) from error
 
 
 def _json(value: Any) -> Jsonb | None:

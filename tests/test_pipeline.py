@@ -241,3 +241,33 @@ class TestFailures:
         body = make_trajectory(0)
         body["steps"] = [make_step(0, observation="log line 17\n" * 5000)]
         assert process(db, make_tenant(db), [body], settings, embedder)["steps_embedded"] == 1
+
+
+def test_nearest_clusters_match_an_exact_scan(db: Session) -> None:
+    """One statement for many vectors gives, for each, the stored cluster an exhaustive search finds."""
+    import numpy as np
+
+    from app.storage.repositories import distillation
+    from tests.factories import make_cluster
+
+    tenant = make_tenant(db)
+    rng = np.random.default_rng(3)
+    for _ in range(30):
+        cluster = make_cluster(db, tenant, domain="kitchen")
+        vector = rng.normal(size=384)
+        cluster.centroid = (vector / np.linalg.norm(vector)).tolist()
+    other = make_cluster(db, make_tenant(db), domain="kitchen")  # another tenant's: never an answer
+    db.flush()
+    centroids = {c.id: np.asarray(c.centroid) for c in db.scalars(select(StateCluster).where(
+        StateCluster.tenant_id == tenant.id))}  # fmt: skip
+    queries = [rng.normal(size=384) for _ in range(12)]
+    queries = [(q / np.linalg.norm(q)).tolist() for q in queries]
+    found = distillation.nearest_clusters(db, tenant.id, "kitchen", queries)
+    assert len(found) == len(queries)
+    for query, answer in zip(queries, found, strict=True):
+        assert answer is not None and answer[0].id != other.id
+        best = max(centroids, key=lambda cid: float(centroids[cid] @ np.asarray(query)))
+        assert answer[0].id == best
+        assert abs(answer[1] - float(centroids[best] @ np.asarray(query))) < 1e-5
+    assert distillation.nearest_clusters(db, tenant.id, "garden", queries[:2]) == [None, None]
+    assert distillation.nearest_clusters(db, tenant.id, "kitchen", []) == []

@@ -97,15 +97,19 @@ def assign(
         seen: dict[str, StateCluster] = {}
         # Clusters opened or moved in this pass: their new centroids are not in the database yet.
         touched = _Touched(embedder.dim)
-        for step in (s for s in steps if s.domain == domain):
+        here = [s for s in steps if s.domain == domain]
+        # The stored clusters do not change during the pass (nothing is flushed until its end), so the
+        # nearest stored cluster of every distinct situation is asked for at once.
+        digests = list(dict.fromkeys(key_hash(keys[s.step_id]) for s in here))
+        nearest = distillation.nearest_clusters(session, tenant_id, domain, [vectors[d] for d in digests])
+        stored = dict(zip(digests, nearest, strict=True))
+        for step in here:
             key = keys[step.step_id]
             digest = key_hash(key)
             vector = vectors[digest]
             cluster = seen.get(digest)
             if cluster is None:
-                best = _better(
-                    distillation.nearest_cluster(session, tenant_id, domain, vector), touched.closest(vector)
-                )
+                best = _better(stored[digest], touched.closest(vector))
                 if best is not None and best[1] >= threshold:
                     cluster = best[0]
                     distillation.absorb(cluster, vector)

@@ -68,24 +68,44 @@ def lock_clusters(session: Session, tenant_id: uuid.UUID, domain: str) -> None:
     session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
 
 
-def nearest_cluster(
-    session: Session, tenant_id: uuid.UUID, domain: str, vector: Sequence[float]
-) -> tuple[StateCluster, float] | None:
-    """The tenant's stored cluster in `domain` closest to `vector`, with its cosine similarity.
+# The nearest stored cluster of each vector: one HNSW scan each, all in one statement.
+_NEAREST_MANY = """
+SELECT q.ord, c.id, c.d
+FROM unnest(CAST(:vectors AS vector[])) WITH ORDINALITY AS q(v, ord)
+CROSS JOIN LATERAL (
+    SELECT s.id, s.centroid <=> q.v AS d FROM state_cluster s
+    WHERE s.tenant_id = :tenant AND s.domain = :domain
+    ORDER BY s.centroid <=> q.v LIMIT 1
+) c
+"""
 
-    Centroids moved in this transaction but not flushed are not seen; callers compare those themselves.
+
+def nearest_clusters(
+    session: Session, tenant_id: uuid.UUID, domain: str, vectors: Sequence[Sequence[float]]
+) -> list[tuple[StateCluster, float] | None]:
+    """For each vector, the tenant's stored cluster in `domain` closest to it and their cosine similarity.
+
+    One round trip for all of them, answers in their order. Centroids moved in this transaction but not
+    flushed are not seen; callers compare those themselves.
     """
-    distance = StateCluster.centroid.cosine_distance(vector)
+    if not vectors:
+        return []
+    literal = "{" + ",".join('"[' + ",".join(repr(float(x)) for x in v) + ']"' for v in vectors) + "}"
     with session.no_autoflush:
-        row = session.execute(
-            select(StateCluster, distance.label("distance"))
-            .where(StateCluster.tenant_id == tenant_id, StateCluster.domain == domain)
-            .order_by(distance)
-            .limit(1)
-        ).first()
-    if row is None:
-        return None
-    return row[0], 1.0 - float(row[1])
+        rows = session.execute(
+            text(_NEAREST_MANY),
+            {"vectors": literal, "tenant": tenant_id, "domain": domain},
+        ).all()
+        ids = {row[1] for row in rows}
+        clusters = (
+            {c.id: c for c in session.scalars(select(StateCluster).where(StateCluster.id.in_(ids))).all()}
+            if ids
+            else {}
+        )
+    found: list[tuple[StateCluster, float] | None] = [None] * len(vectors)
+    for ordinal, cluster_id, distance in rows:
+        found[int(ordinal) - 1] = (clusters[cluster_id], 1.0 - float(distance))
+    return found
 
 
 def new_cluster(

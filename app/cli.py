@@ -685,6 +685,74 @@ def eval_retrieve(
         console.print(f"held-out runs that failed, not replayed: {report.failed_runs}")
 
 
+@eval_app.command("closed-loop", context_settings={"ignore_unknown_options": True})
+def eval_closed_loop(
+    files: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[--train FILE...]",
+            help="JSONL runs (scripts/scienceworld_trajectories.py) to learn the train-N libraries from.",
+            show_default=False,
+        ),
+    ] = None,
+    task: Annotated[str, typer.Option(help="ScienceWorld task types, comma-separated.")] = (
+        "find-animal,find-non-living-thing,lifespan-longest-lived"
+    ),
+    test_variations: Annotated[int, typer.Option(min=1, help="Held-out test variations per task type.")] = 5,
+    train_sizes: Annotated[
+        str, typer.Option(help="Training variations per task type, comma-separated.")
+    ] = "1,3,10",
+    max_steps: Annotated[int, typer.Option(min=1, max=200, help="Steps per episode.")] = 25,
+    empty: Annotated[bool, typer.Option("--empty/--no-empty", help="Play with an empty library.")] = True,
+    online: Annotated[
+        bool, typer.Option("--online/--no-online", help="Learn online from its own runs.")
+    ] = True,
+    seed: Annotated[int, typer.Option(help="Seeds the exploration policy.")] = 0,
+    llm: Annotated[
+        bool, typer.Option("--llm", help="An LLM agent (SKILLFOUNDRY_LLM_*) instead of rules.")
+    ] = False,
+    url: Annotated[str | None, typer.Option("--url", help="Play against this running service.")] = None,
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", envvar="SKILLFOUNDRY_API_KEY", help="Its agent key (--url).")
+    ] = None,
+    post: Annotated[
+        bool, typer.Option("--post", help="With --url: post each run back as a trajectory.")
+    ] = False,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write the learning curves as a PNG.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
+) -> None:
+    """Agents play held-out ScienceWorld variations with the library's guidance: success rate, mean score."""
+    from rich.console import Console
+
+    from app.evaluation_loop import LoopConfig, run_scienceworld, table
+    from app.evaluation_loop import plot as draw
+
+    named = _eval_files(files or [])
+    if named["test"]:
+        raise typer.BadParameter("closed-loop plays ScienceWorld's test split: give no --test files")
+    train = _trajectory_items(named["train"])
+    sizes = tuple(int(n) for n in train_sizes.split(",") if n.strip())
+    if url is not None and not api_key:
+        raise typer.BadParameter("--url needs --api-key")
+    if url is None and sizes and not train:
+        raise typer.BadParameter("the train-N libraries need --train files (or --train-sizes '')")
+    config = LoopConfig(
+        task_types=tuple(t.strip() for t in task.split(",") if t.strip()), test_variations=test_variations,
+        train_sizes=sizes if url is None else (), max_steps=max_steps, seed=seed,
+        empty=empty and url is None, online=online and url is None,
+    )  # fmt: skip
+    report = run_scienceworld(
+        _settings(), train, config, llm=llm, url=url, api_key=api_key or "", post=post,
+        echo=lambda t: typer.echo(t, err=True),
+    )  # fmt: skip
+    if plot is not None:
+        draw(report, str(plot))
+    if json_out:
+        typer.echo(json.dumps(report.as_dict(), indent=2))
+        return
+    Console().print(table(report))
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

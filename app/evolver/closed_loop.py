@@ -1,0 +1,710 @@
+"""Closed-loop evaluation: an agent plays episodes with the library's guidance; does the library help?
+
+The agent needs no LLM (`RuleAgent`). At every step it asks /v1/retrieve (task, current observation,
+session id, step) through the Python client's `AgentSession`, then acts:
+
+1. it drops every valid action that a listed `avoid` experience matches (`avoided`);
+2. it *fills* templates from the environment's valid actions (`fill`): a valid action fills a template
+   when it instantiates it (literal words equal; `<task:object>` by words of the task; `<task:animal>`
+   by anything if the task names animals; `<object>` by anything). A fill whose slot values the library
+   has seen (the experience's example and slot examples, a procedure step's "e.g." list) ranks 0, one
+   it has not seen ranks 1; `<other:object>` in an `avoid` matches only values the task does not name
+   (its words, or known values of a category slot the task names);
+3. it prefers, in this order: a `do` experience's fill that is also a next step of the session's pinned
+   strategy skill (its procedure, when the tier serves the body); a known fill of a next procedure
+   step; a known fill of a `do` experience (answer order); an unknown one; an unknown fill of a
+   procedure step; then the fixed exploration policy (`explore`): look around a room not yet looked
+   at, open a door not yet opened, go to a room not yet visited, else a random valid action
+   (seeded per episode). An action already taken in the same room is not taken again unless nothing
+   else is left.
+
+Each step is recorded with its reward, error and the ids of the items it used (the `do` experience,
+the strategy skill), and the episode can be posted back as a trajectory (`AgentSession.finish`).
+The LLM agent (`LLMAgent`) shares the loop: it is prompted with the guidance, the procedure, the
+observation and the valid actions not avoided, and answers one action (`parse_action`).
+
+`online` is the bookkeeping of the online condition: play, post, let the library evolve, repeat.
+Everything here but `play` (HTTP through the client) is pure; environments implement `Environment`.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from statistics import fmean
+from typing import TYPE_CHECKING, Any, Protocol
+
+from app import skill_md
+
+if TYPE_CHECKING:
+    from skillfoundry_client import AgentSession
+    from skillfoundry_client.models import RetrievedItem
+
+DO, AVOID = "do", "avoid"
+LOOK = "look around"
+PLAN_WINDOW = 3  # procedure steps ahead of the agent's place that it may take
+GUIDED_REPEATS = 1  # a guided action is not repeated in the same room
+RANDOM_REPEATS = 2
+MAX_PROMPT_ACTIONS = 150
+
+_STEP_LINE = re.compile(r"^\s*\d+[.)]\s+(?P<body>.*)$")
+_CODE_SPAN = re.compile(r"`(?P<code>[^`\n]+)`")
+_EXAMPLES = re.compile(r"e\.g\.\s*(?P<list>[^)]*)\)")
+_CATEGORY = re.compile(r"<task:(?P<category>[a-z0-9][a-z0-9-]*)>")
+_ROOM = re.compile(r"This (?:room|outside location) is called the (?P<room>[^.\n]+)\.", re.IGNORECASE)
+_PUNCTUATION = ".,;:!?\"'()`"
+
+
+# --- environments -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the agent sees after reset or an action."""
+
+    text: str
+    valid: tuple[str, ...]
+    score: float = 0.0  # 0..1
+    done: bool = False
+    error: str | None = None  # the environment did not understand or refused the action
+
+
+class Environment(Protocol):
+    """One episode of a task: `task` is its text; `reset` starts it, `step` acts."""
+
+    task: str
+
+    def reset(self) -> Observation: ...
+
+    def step(self, action: str) -> Observation: ...
+
+
+# --- templates and fills ----------------------------------------------------------------------------
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def _bare(word: str) -> str:
+    return word.strip(_PUNCTUATION) or word
+
+
+# A template token: ("word", w) equals w; ("task", "") task words; ("category", c), ("other", ""),
+# ("any", "") any words.
+_Token = tuple[str, str]
+Binding = tuple[tuple[str, str, str], ...]  # (kind, category, filler) per slot, in template order
+
+
+def _tokens(template: str) -> tuple[_Token, ...]:
+    out: list[_Token] = []
+    for raw in template.lower().split():
+        category = _CATEGORY.fullmatch(raw)
+        if raw == "<task:object>":
+            out.append(("task", ""))
+        elif category is not None:
+            out.append(("category", category.group("category")))
+        elif raw.startswith("<other:"):
+            out.append(("other", ""))
+        elif raw.startswith("<") and raw.endswith(">"):
+            out.append(("any", ""))
+        else:
+            out.append(("word", _bare(raw)))
+    return tuple(out)
+
+
+def bind(template: str, action: str, task: str) -> Binding | None:
+    """How `action` instantiates `template` for `task` (each slot's filler), or None if it does not.
+
+    `<task:object>` takes words of the task; a category slot (`<task:animal>`) needs the category among
+    the task's words and takes any words; other slots take any words; every slot one word at least.
+    """
+    task_words = _words(task)
+    tokens = _tokens(template)
+    if any(kind == "category" and value not in task_words for kind, value in tokens):
+        return None
+    words = action.lower().split()
+
+    def walk(i: int, j: int) -> Binding | None:
+        if i == len(tokens):
+            return () if j == len(words) else None
+        kind, value = tokens[i]
+        if kind == "word":
+            if j < len(words) and _bare(words[j]) == value:
+                return walk(i + 1, j + 1)
+            return None
+        for k in range(j + 1, len(words) + 1):  # shortest filler first
+            filler = " ".join(words[j:k])
+            if kind == "task" and not _words(filler) <= task_words:
+                break
+            rest = walk(i + 1, k)
+            if rest is not None:
+                return ((kind, value, filler), *rest)
+        return None
+
+    return walk(0, 0)
+
+
+def _named(filler: str, task: str, categories: Mapping[str, frozenset[str]]) -> bool:
+    """Whether the task names `filler`: its words, or a known value of a category the task names."""
+    task_words = _words(task)
+    if _words(filler) <= task_words:
+        return True
+    return any(filler in values for category, values in categories.items() if category in task_words)
+
+
+@dataclass(frozen=True)
+class Hint:
+    """A listed experience as the agent uses it."""
+
+    id: str
+    polarity: str
+    template: str
+    example: str = ""
+    known: frozenset[str] = frozenset()  # slot values the library has seen
+    categories: Mapping[str, frozenset[str]] = field(default_factory=dict)  # category slot -> values
+
+
+def hints_of(items: Iterable[RetrievedItem]) -> list[Hint]:
+    """The experiences of an answer with an action, in answer order."""
+    out = []
+    for item in items:
+        if item.kind != "experience" or item.action is None or item.polarity not in (DO, AVOID):
+            continue
+        known: set[str] = set()
+        categories: dict[str, frozenset[str]] = {}
+        for slot in item.action.slots or []:
+            values = {str(v).lower() for v in [slot.get("example"), *(slot.get("examples") or [])] if v}
+            known |= values
+            if slot.get("source") == "task_category" and slot.get("name"):
+                categories[str(slot["name"]).lower()] = frozenset(values)
+        template = item.action.template or item.action.example
+        out.append(
+            Hint(item.id, item.polarity, template, item.action.example.lower(), frozenset(known), categories)
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class PlanStep:
+    """One procedure step: its template and the example values of its slots."""
+
+    template: str
+    known: frozenset[str] = frozenset()
+
+
+def pitfalls_of(skill_md_text: str, skill_id: str = "") -> tuple[Hint, ...]:
+    """The action templates a strategy's Pitfalls section warns against, as `avoid` hints."""
+    section = skill_md.parse(skill_md_text).section(skill_md.PITFALLS)
+    if section is None:
+        return ()
+    out = []
+    for line in section.body.split("\n"):
+        span = _CODE_SPAN.search(line) if line.lstrip().startswith("-") else None
+        if span is not None and span.group("code").strip():
+            out.append(Hint(skill_id, AVOID, " ".join(span.group("code").split())))
+    return tuple(out)
+
+
+def plan_of(skill_md_text: str) -> tuple[PlanStep, ...]:
+    """The procedure of a strategy SKILL.md as steps with their "e.g." examples."""
+    section = skill_md.parse(skill_md_text).section(skill_md.PROCEDURE)
+    if section is None:
+        return ()
+    steps: list[PlanStep] = []
+    for line in section.body.split("\n"):
+        match = _STEP_LINE.match(line)
+        if match is None:
+            continue
+        body = match.group("body")
+        examples = _EXAMPLES.search(body)
+        known = frozenset(
+            e.strip().lower() for e in (examples.group("list").split(",") if examples else []) if e.strip()
+        )
+        for span in _CODE_SPAN.finditer(body):
+            if body[: span.start()].endswith("("):
+                continue  # a slot note names a slot, not a step
+            template = " ".join(span.group("code").split())
+            if template:
+                steps.append(PlanStep(template, known))
+    return tuple(steps)
+
+
+@dataclass(frozen=True)
+class Fill:
+    """A valid action that fills a template, and how sure the agent is of its slot values."""
+
+    action: str
+    rank: int  # 0: literal, task-filled or seen values; 1: some value never seen
+
+
+def fill(
+    template: str,
+    valid: Sequence[str],
+    task: str,
+    *,
+    known: frozenset[str] = frozenset(),
+    categories: Mapping[str, frozenset[str]] = {},  # noqa: B006 - read only
+    example: str = "",
+) -> list[Fill]:
+    """The valid actions that instantiate `template`, best first (rank, then the valid list's order)."""
+    out: list[Fill] = []
+    for action in valid:
+        binding = bind(template, action, task)
+        if binding is None:
+            continue
+        rank = 0
+        if action.lower() != example:
+            for kind, category, filler in binding:
+                if kind == "category" and filler not in categories.get(category, known):
+                    rank = 1
+                elif kind in ("any", "other") and filler not in known:
+                    rank = 1
+        out.append(Fill(action, rank))
+    return sorted(out, key=lambda f: f.rank)
+
+
+def avoided(
+    action: str, avoids: Iterable[Hint], task: str, categories: Mapping[str, frozenset[str]]
+) -> Hint | None:
+    """The first `avoid` experience that matches `action`, if any.
+
+    `<other:object>` matches only what the task does not name (see `_named`); other slots as in `bind`.
+    """
+    for hint in avoids:
+        binding = bind(hint.template, action, task)
+        if binding is None:
+            continue
+        if all(not _named(filler, task, categories) for kind, _, filler in binding if kind == "other"):
+            return hint
+    return None
+
+
+# --- the agent --------------------------------------------------------------------------------------
+
+
+def room_of(text: str) -> str | None:
+    """The room an observation describes, if it does."""
+    match = _ROOM.search(text)
+    return match.group("room").strip().lower() if match else None
+
+
+@dataclass
+class EpisodeState:
+    """What the agent remembers within one episode."""
+
+    rng: random.Random
+    room: str | None = None
+    looked: set[str] = field(default_factory=set)
+    visited: set[str] = field(default_factory=set)
+    opened: set[str] = field(default_factory=set)
+    tried: Counter[tuple[str | None, str]] = field(default_factory=Counter)
+    plan: tuple[PlanStep, ...] = ()
+    pitfalls: tuple[Hint, ...] = ()  # the strategy's Pitfalls: avoided for the whole episode
+    plan_pos: int = 0
+    strategy_id: str | None = None
+    categories: dict[str, frozenset[str]] = field(default_factory=dict)  # known category values
+
+    @classmethod
+    def start(cls, seed: int | str, observation: Observation) -> EpisodeState:
+        state = cls(rng=random.Random(str(seed)))  # noqa: S311 - reproducible play, not security
+        state.see(observation)
+        return state
+
+    def see(self, observation: Observation) -> None:
+        room = room_of(observation.text)
+        if room is not None:
+            self.room = room
+            self.visited.add(room)
+
+    def times(self, action: str) -> int:
+        return self.tried[self.room, action]
+
+    def acted(self, action: str) -> None:
+        """Book an action before its observation is seen."""
+        self.tried[self.room, action] += 1
+        if action == LOOK and self.room is not None:
+            self.looked.add(self.room)
+        if action.startswith("open door to "):
+            self.opened.add(action.removeprefix("open door to "))
+        # A procedure step the action takes moves the agent's place in the plan past it.
+        for offset, step in enumerate(self.plan[self.plan_pos : self.plan_pos + PLAN_WINDOW]):
+            if _fits_task_step(step.template, action):
+                self.plan_pos += offset + 1
+                break
+
+    def learn(self, hints: Iterable[Hint]) -> None:
+        for hint in hints:
+            for category, values in hint.categories.items():
+                self.categories[category] = self.categories.get(category, frozenset()) | values
+
+
+def _fits_task_step(template: str, action: str) -> bool:
+    # Plan bookkeeping ignores what fills a slot: any words will do.
+    loose = re.sub(r"<[^>]+>", "<object>", template)
+    return bind(loose, action, "") is not None
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The action to take, the items it uses and where it came from."""
+
+    action: str
+    used: tuple[str, ...] = ()
+    source: str = "explore"
+
+
+def explore(valid: Sequence[str], state: EpisodeState, allowed: Callable[[str], bool]) -> Choice:
+    """The fixed exploration policy: look around, open doors, go to unvisited rooms, then a random action."""
+    fresh = [a for a in valid if allowed(a) and state.times(a) == 0]
+    if state.room is not None and state.room not in state.looked and LOOK in fresh:
+        return Choice(LOOK, source="explore")
+    for action in sorted(fresh):
+        if action.startswith("open door to ") and action.removeprefix("open door to ") not in state.opened:
+            return Choice(action, source="explore")
+    for action in sorted(fresh):
+        place = action.removeprefix("go to ")
+        if action.startswith("go to ") and not place.startswith("door") and place not in state.visited:
+            return Choice(action, source="explore")
+    pool = sorted(a for a in valid if allowed(a) and state.times(a) < RANDOM_REPEATS)
+    pool = pool or sorted(a for a in valid if allowed(a)) or sorted(valid) or [LOOK]
+    return Choice(state.rng.choice(pool), source="random")
+
+
+class Agent(Protocol):
+    """Chooses the next action from the task, the observation, the answer's hints and the plan."""
+
+    def choose(
+        self, task: str, observation: Observation, hints: Sequence[Hint], state: EpisodeState, prompt: str
+    ) -> Choice: ...
+
+
+class RuleAgent:
+    """The agent that needs no LLM: the library's guidance, filled from the valid actions; else explore."""
+
+    def choose(
+        self,
+        task: str,
+        observation: Observation,
+        hints: Sequence[Hint],
+        state: EpisodeState,
+        prompt: str = "",
+    ) -> Choice:
+        del prompt
+        state.learn(hints)
+        avoids = [*state.pitfalls, *(h for h in hints if h.polarity == AVOID)]
+        allowed_cache: dict[str, bool] = {}
+
+        def allowed(action: str) -> bool:
+            if action not in allowed_cache:
+                allowed_cache[action] = avoided(action, avoids, task, state.categories) is None
+            return allowed_cache[action]
+
+        valid = list(observation.valid)
+
+        def fills(template: str, known: frozenset[str], example: str = "") -> list[Fill]:
+            found = fill(template, valid, task, known=known, categories=state.categories, example=example)
+            return [f for f in found if state.times(f.action) < GUIDED_REPEATS and allowed(f.action)]
+
+        window = state.plan[state.plan_pos : state.plan_pos + PLAN_WINDOW]
+        plan_fills = [f for step in window for f in fills(step.template, step.known)]
+        plan_actions = {f.action for f in plan_fills}
+        strategy = (state.strategy_id,) if state.strategy_id and window else ()
+        do_fills = [
+            (hint, f)
+            for hint in hints
+            if hint.polarity == DO
+            for f in fills(hint.template, hint.known, hint.example)
+        ]
+        for hint, f in do_fills:
+            if f.action in plan_actions:
+                return Choice(f.action, (hint.id, *strategy), "plan+do")
+        for f in plan_fills:
+            if f.rank == 0:
+                return Choice(f.action, strategy, "plan")
+        for rank in (0, 1):
+            for hint, f in do_fills:
+                if f.rank == rank:
+                    return Choice(f.action, (hint.id,), "do")
+        if plan_fills:
+            return Choice(plan_fills[0].action, strategy, "plan")
+        return explore(valid, state, allowed)
+
+
+# --- the LLM agent ----------------------------------------------------------------------------------
+
+SYSTEM_PROMPT = (
+    "You are an agent in a text environment. Reply with exactly one action, copied from the list of "
+    "valid actions, on one line and nothing else. If you follow a guidance item, you may add its tag "
+    "in brackets after the action, e.g. `go to kitchen [E1]`."
+)
+
+
+def llm_messages(
+    task: str, observation: Observation, prompt: str, plan: Sequence[PlanStep], actions: Sequence[str]
+) -> list[dict[str, str]]:
+    """The chat messages for one step: task, guidance, procedure, observation and valid actions."""
+    parts = [f"Task: {task}"]
+    if prompt:
+        parts.append(prompt)
+    if plan:
+        parts.append(
+            "Plan (the strategy skill's procedure):\n"
+            + "\n".join(f"{n}. {s.template}" for n, s in enumerate(plan, 1))
+        )
+    parts.append(f"Observation:\n{observation.text.strip()}")
+    parts.append("Valid actions:\n" + "\n".join(actions))
+    parts.append("Your action:")
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "\n\n".join(parts)}]
+
+
+def parse_action(reply: str, valid: Sequence[str]) -> str | None:
+    """The valid action a model's reply names: its first line, exactly; else the longest one it contains."""
+    lines = [line.strip() for line in reply.strip().splitlines() if line.strip()]
+    if not lines:
+        return None
+    first = re.sub(r"\[[SE][0-9]+\]", "", lines[0]).strip().strip("`'\"").strip()
+    first = re.sub(r"^(action|answer)\s*:\s*", "", first, flags=re.IGNORECASE).strip().rstrip(".")
+    by_lower = {a.lower(): a for a in valid}
+    if first.lower() in by_lower:
+        return by_lower[first.lower()]
+    text = reply.lower()
+    contained = [a for a in valid if re.search(rf"(?<![a-z0-9]){re.escape(a.lower())}(?![a-z0-9])", text)]
+    return max(contained, key=len) if contained else None
+
+
+Chat = Callable[[list[dict[str, str]]], str]
+
+
+class LLMAgent:
+    """Asks a chat model for the action; the rule agent's choice when the reply names no valid action."""
+
+    def __init__(self, chat: Chat, fallback: RuleAgent | None = None) -> None:
+        self._chat = chat
+        self._fallback = fallback or RuleAgent()
+        self.unparsed = 0
+
+    def choose(
+        self,
+        task: str,
+        observation: Observation,
+        hints: Sequence[Hint],
+        state: EpisodeState,
+        prompt: str = "",
+    ) -> Choice:
+        state.learn(hints)
+        avoids = [*state.pitfalls, *(h for h in hints if h.polarity == AVOID)]
+        actions = [a for a in observation.valid if avoided(a, avoids, task, state.categories) is None]
+        reply = self._chat(llm_messages(task, observation, prompt, state.plan, actions[:MAX_PROMPT_ACTIONS]))
+        action = parse_action(reply, actions)
+        if action is None:
+            self.unparsed += 1
+            return self._fallback.choose(task, observation, hints, state)
+        tags = re.findall(r"\[([SE][0-9]+)\]", reply)
+        return Choice(action, tuple(tags), "llm")
+
+
+def openai_chat(base_url: str, api_key: str, model: str, *, timeout_s: float, max_retries: int) -> Chat:
+    """A `Chat` through an OpenAI-compatible endpoint (temperature 0)."""
+    import openai
+
+    client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=max_retries)
+
+    def chat(messages: list[dict[str, str]]) -> str:
+        response = client.chat.completions.create(
+            model=model,
+            messages=messages,  # type: ignore[arg-type]
+            temperature=0,
+            max_tokens=60,
+        )
+        return str(response.choices[0].message.content or "")
+
+    return chat
+
+
+# --- episodes ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EpisodeSpec:
+    """Which episode: a task type and one of its variations."""
+
+    task_type: str
+    variation: int
+
+
+@dataclass(frozen=True)
+class EpisodeResult:
+    """How one episode went."""
+
+    task_type: str
+    variation: int
+    score: float
+    success: bool
+    steps: int
+    sources: dict[str, int] = field(default_factory=dict)  # how many actions each source chose
+    strategy: bool = False  # a strategy procedure was served and followed
+    actions: tuple[str, ...] = ()
+    trajectory_id: str | None = None
+    event_id: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "task_type": self.task_type,
+            "variation": self.variation,
+            "score": round(self.score, 4),
+            "success": self.success,
+            "steps": self.steps,
+            "sources": self.sources,
+            "strategy": self.strategy,
+            "actions": list(self.actions),
+        }
+
+
+def _plan(session: AgentSession, strategy_id: str) -> tuple[tuple[PlanStep, ...], tuple[Hint, ...]]:
+    """The pinned strategy's procedure and pitfalls; nothing when the tier withholds its body."""
+    from skillfoundry_client import NotFoundError, PermissionDeniedError
+
+    try:
+        body = session.load_skill(strategy_id)
+    except (PermissionDeniedError, NotFoundError, KeyError):
+        return (), ()
+    return plan_of(body), pitfalls_of(body, strategy_id)
+
+
+def play(
+    spec: EpisodeSpec,
+    env: Environment,
+    session: AgentSession,
+    agent: Agent,
+    *,
+    max_steps: int,
+    seed: int | str = 0,
+    post: bool = False,
+) -> EpisodeResult:
+    """Play one episode, asking the library at every step; post it as a trajectory if `post`."""
+    observation = env.reset()
+    state = EpisodeState.start(f"{seed}-{spec.task_type}-{spec.variation}", observation)
+    sources: Counter[str] = Counter()
+    for _ in range(max_steps):
+        guidance = session.step(observation.text)
+        if guidance.strategy_id and guidance.strategy_id != state.strategy_id:
+            state.strategy_id, state.plan, state.plan_pos = guidance.strategy_id, (), 0
+            state.plan, state.pitfalls = _plan(session, guidance.strategy_id)
+        hints = hints_of(guidance.items)
+        choice = agent.choose(env.task, observation, hints, state, guidance.prompt)
+        state.acted(choice.action)
+        after = env.step(choice.action)
+        session.record(
+            choice.action,
+            used=list(choice.used),
+            reward=round(after.score - observation.score, 4),
+            error=after.error,
+        )
+        sources[choice.source] += 1
+        observation = after
+        state.see(observation)
+        if observation.done:
+            break
+    success = observation.score >= 1.0
+    result = EpisodeResult(
+        spec.task_type,
+        spec.variation,
+        observation.score,
+        success,
+        len(session.steps),
+        dict(sources),
+        bool(state.plan),
+        tuple(str(step["action"]) for step in session.steps),
+    )
+    if post:
+        trajectory_id = session.finish(success=success, score=observation.score)
+        return replace(result, trajectory_id=trajectory_id, event_id=session.event_id)
+    return result
+
+
+# --- conditions and the online loop -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Success rate and mean score of some episodes."""
+
+    episodes: int
+    success_rate: float | None
+    mean_score: float | None
+
+    def as_dict(self) -> dict[str, object]:
+        def r(v: float | None) -> float | None:
+            return None if v is None else round(v, 4)
+
+        return {
+            "episodes": self.episodes,
+            "success_rate": r(self.success_rate),
+            "mean_score": r(self.mean_score),
+        }
+
+
+def summarise(results: Sequence[EpisodeResult]) -> Summary:
+    if not results:
+        return Summary(0, None, None)
+    return Summary(len(results), fmean(r.success for r in results), fmean(r.score for r in results))
+
+
+def by_task(results: Sequence[EpisodeResult]) -> dict[str, Summary]:
+    """A summary per task type (first seen first), then `total`."""
+    kinds = list(dict.fromkeys(r.task_type for r in results))
+    out = {k: summarise([r for r in results if r.task_type == k]) for k in kinds}
+    out["total"] = summarise(results)
+    return out
+
+
+@dataclass(frozen=True)
+class OnlineStep:
+    """One episode of the online condition and what the library did after it."""
+
+    index: int
+    result: EpisodeResult
+    evolved: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"index": self.index, **self.result.as_dict(), "evolved": dict(self.evolved)}
+
+
+def online(
+    specs: Sequence[EpisodeSpec],
+    play_one: Callable[[int, EpisodeSpec], EpisodeResult],
+    evolve: Callable[[EpisodeResult], Mapping[str, Any]],
+    echo: Callable[[str], None] = lambda _: None,
+) -> list[OnlineStep]:
+    """Play `specs` in order, the library evolving after each (`play_one` posts; `evolve` learns)."""
+    out = []
+    for index, spec in enumerate(specs):
+        result = play_one(index, spec)
+        evolved = evolve(result)
+        out.append(OnlineStep(index, result, evolved))
+        echo(
+            f"[eval] online {index + 1}/{len(specs)} {spec.task_type} v{spec.variation}: "
+            f"score {result.score:.2f}; library {dict(evolved)}"
+        )
+    return out
+
+
+def running_mean(values: Sequence[float], window: int) -> list[float]:
+    """The mean of the last `window` values at each place (fewer at the start)."""
+    return [fmean(values[max(0, i + 1 - window) : i + 1]) for i in range(len(values))]
+
+
+def round_robin(task_types: Sequence[str], variations: Mapping[str, Sequence[int]]) -> list[EpisodeSpec]:
+    """Episodes interleaved by task type: the first variation of each, then the second..."""
+    out = []
+    longest = max((len(variations.get(t, ())) for t in task_types), default=0)
+    for n in range(longest):
+        for task_type in task_types:
+            vs = variations.get(task_type, ())
+            if n < len(vs):
+                out.append(EpisodeSpec(task_type, vs[n]))
+    return out

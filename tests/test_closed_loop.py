@@ -1,0 +1,456 @@
+"""`eval closed-loop`: slot filling, avoid filtering, exploration, the LLM hook, the online loop."""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from skillfoundry_client import AgentSession, Client
+from skillfoundry_client.models import Action, Retrieval, RetrievedItem
+from sqlalchemy.orm import Session
+
+from app.api.deps import get_app_settings
+from app.api.routes.retrieve import get_log_sessions
+from app.config import Settings
+from app.embedding import SentenceTransformerEmbedder, get_embedder
+from app.evaluation_loop import LoopConfig, evolve_in_process, play_one, train_subset
+from app.evolver.closed_loop import (
+    EpisodeResult,
+    EpisodeSpec,
+    EpisodeState,
+    Hint,
+    LLMAgent,
+    Observation,
+    PlanStep,
+    RuleAgent,
+    avoided,
+    bind,
+    by_task,
+    explore,
+    fill,
+    hints_of,
+    online,
+    openai_chat,
+    parse_action,
+    pitfalls_of,
+    plan_of,
+    play,
+    round_robin,
+    running_mean,
+)
+from app.storage.models import Scope
+from app.storage.repositories import trajectories
+from tests import openai_server
+from tests.factories import make_key, make_tenant
+
+ANIMAL = (
+    "Your task is to find a(n) animal. First, focus on the thing. "
+    + "Then, move it to the red box in the kitchen."
+)
+GARDEN_TASK = "Your task is to find a(n) animal in the garden. First, focus on it."
+
+
+# --- a tiny world with the ScienceWorld interface ---------------------------------------------------
+
+
+@dataclass
+class Garden:
+    """Hallway and garden; focusing on the cat in the garden wins, on anything else loses."""
+
+    task: str = GARDEN_TASK
+    room: str = "hallway"
+    score: float = 0.0
+    done: bool = False
+    log: list[str] = field(default_factory=list)
+
+    def _valid(self) -> tuple[str, ...]:
+        things = {"hallway": ("picture",), "garden": ("cat", "rock")}[self.room]
+        other = "garden" if self.room == "hallway" else "hallway"
+        return ("look around", f"go to {other}", "inventory", *(f"focus on {t}" for t in things))
+
+    def _see(self, text: str, error: str | None = None) -> Observation:
+        room = f"This room is called the {self.room}. In it, you see: the agent, " + ", ".join(
+            a.removeprefix("focus on ") for a in self._valid() if a.startswith("focus on ")
+        )
+        return Observation(f"{text}\n\n{room}", self._valid(), self.score, self.done, error)
+
+    def reset(self) -> Observation:
+        self.room, self.score, self.done = "hallway", 0.0, False
+        return self._see("You are in the hallway.")
+
+    def step(self, action: str) -> Observation:
+        self.log.append(action)
+        if action not in self._valid():
+            return self._see("No known action matches that input.", "No known action matches that input.")
+        if action.startswith("go to "):
+            self.room = action.removeprefix("go to ")
+            self.score = max(self.score, 0.5 if self.room == "garden" else 0.0)
+            return self._see(f"You move to the {self.room}.")
+        if action == "focus on cat":
+            self.score, self.done = 1.0, True
+        elif action.startswith("focus on "):
+            self.score, self.done = 0.0, True
+        return self._see(f"You did: {action}.")
+
+
+def gold_run(variation: int) -> dict[str, Any]:
+    world = Garden()
+    steps = []
+    observation = world.reset()
+    for action in ("go to garden", "focus on cat"):
+        after = world.step(action)
+        steps.append(
+            {
+                "observation": observation.text,
+                "action": action,
+                "reward": after.score - observation.score,
+                "error": None,
+            }
+        )
+        observation = after
+    return {
+        "task": GARDEN_TASK,
+        "domain": "garden",
+        "agent_id": "oracle",
+        "steps": steps,
+        "session_id": f"gold-{variation}",
+        "outcome": {"success": True, "score": 1.0},
+        "metadata": {"task_name": "garden", "variation": str(variation)},
+    }
+
+
+# --- templates, fills and avoids ------------------------------------------------------------------
+
+
+class TestFill:
+    def test_bind_reports_each_slot(self) -> None:
+        binding = bind(
+            "move <object> in inventory to <task:object>", "move egg turtle in inventory to red box", ANIMAL
+        )
+        assert binding == (("any", "", "egg turtle"), ("task", "", "red box"))
+        assert bind("go to <task:object>", "go to garden", ANIMAL) is None  # not a word of the task
+        assert bind("focus on <task:plant>", "focus on dove", ANIMAL) is None  # the task names no plant
+        assert bind("focus on <task:animal>", "focus on dove", ANIMAL) == (("category", "animal", "dove"),)
+
+    def test_fills_from_valid_actions_known_values_first(self) -> None:
+        valid = ["focus on rock", "focus on turtle", "focus on dove", "go to kitchen", "go to garden"]
+        animals = {"animal": frozenset({"dove", "blue jay"})}
+        fills = fill("focus on <task:animal>", valid, ANIMAL, categories=animals)
+        assert [(f.action, f.rank) for f in fills][:1] == [("focus on dove", 0)]
+        assert {f.action for f in fills if f.rank == 1} == {"focus on rock", "focus on turtle"}
+        assert [f.action for f in fill("go to <task:object>", valid, ANIMAL)] == ["go to kitchen"]
+        assert [(f.action, f.rank) for f in fill("go to kitchen", valid, ANIMAL)] == [("go to kitchen", 0)]
+        plan_fill = fill("go to <object>", valid, ANIMAL, known=frozenset({"garden"}))
+        assert plan_fill[0].action == "go to garden" and plan_fill[0].rank == 0
+
+    def test_avoid_other_object_spares_what_the_task_names(self) -> None:
+        pitfall = Hint("e1", "avoid", "focus on <other:object>")
+        animals = {"animal": frozenset({"dove"})}
+        assert avoided("focus on rock", [pitfall], ANIMAL, animals) == pitfall
+        assert avoided("focus on dove", [pitfall], ANIMAL, animals) is None  # a known animal
+        assert avoided("focus on red box", [pitfall], ANIMAL, animals) is None  # words of the task
+        assert avoided("go to kitchen", [pitfall, Hint("e2", "avoid", "look around")], ANIMAL, {}) is None
+        assert avoided("look around", [Hint("e2", "avoid", "look around")], ANIMAL, {}) is not None
+
+    def test_hints_plan_and_pitfalls(self) -> None:
+        items = [
+            RetrievedItem(
+                kind="experience",
+                id="e1",
+                score=1,
+                tokens=1,
+                polarity="do",
+                action=Action(
+                    template="focus on <task:animal>",
+                    example="focus on dove",
+                    slots=[
+                        {
+                            "name": "animal",
+                            "source": "task_category",
+                            "example": "dove",
+                            "examples": ["dove", "blue jay"],
+                        }
+                    ],
+                ),
+            ),
+            RetrievedItem(kind="skill", id="s1", score=1, tokens=1, name="x"),
+            RetrievedItem(
+                kind="experience",
+                id="e2",
+                score=1,
+                tokens=1,
+                polarity="avoid",
+                action=Action(template="scan", example="scan"),
+            ),
+        ]
+        do, avoid = hints_of(items)
+        assert do.categories == {"animal": frozenset({"dove", "blue jay"})} and do.example == "focus on dove"
+        assert (avoid.id, avoid.polarity, avoid.template) == ("e2", "avoid", "scan")
+        body = (
+            "---\nname: find-animal\ndescription: Plan. Use at the start.\n---\n\n# Strategy\n\n"
+            "## Procedure\n\n`<object>`: varies by task; examples are given per step.\n\n"
+            "1. `open door to <object>` (`<object>` varies by task; e.g. greenhouse, hallway)\n"
+            "2. `look around`\n3. `go to <task:object>`\n\n"
+            "## Pitfalls\n\n- `focus on <other:object>` ended a failed run (9 runs)\n"
+        )
+        plan = plan_of(body)
+        assert plan == (
+            PlanStep("open door to <object>", frozenset({"greenhouse", "hallway"})),
+            PlanStep("look around"),
+            PlanStep("go to <task:object>"),
+        )
+        assert pitfalls_of(body, "s1") == (Hint("s1", "avoid", "focus on <other:object>"),)
+
+
+# --- the agent --------------------------------------------------------------------------------------
+
+
+def _state(text: str = "This room is called the hallway.", seed: int = 0) -> EpisodeState:
+    return EpisodeState.start(seed, Observation(text, ()))
+
+
+class TestPolicy:
+    def test_exploration_order_then_seeded_random(self) -> None:
+        state = _state()
+        valid = ["look around", "open door to kitchen", "go to kitchen", "go to door to kitchen", "eat apple"]
+        assert explore(valid, state, _anything).action == "look around"
+        state.acted("look around")
+        assert explore(valid, state, _anything).action == "open door to kitchen"
+        state.acted("open door to kitchen")
+        assert explore(valid, state, _anything).action == "go to kitchen"
+        state.acted("go to kitchen")
+        state.visited.add("kitchen")
+        picks = [explore(valid, _copy(state, seed), lambda a: a != "eat apple").action for seed in (1, 1)]
+        assert picks[0] == picks[1] and picks[0] != "eat apple"
+        assert explore(valid, _copy(state, 1), _anything).source == "random"
+
+    def test_guidance_order(self) -> None:
+        agent = RuleAgent()
+        valid = ("look around", "go to kitchen", "go to garden", "focus on rock", "focus on dove")
+        obs = Observation("This room is called the hallway.", valid)
+        do_kitchen = Hint("e1", "do", "go to <task:object>", "go to kitchen")
+        do_focus = Hint(
+            "e2", "do", "focus on <task:animal>", "focus on dove", categories={"animal": frozenset({"dove"})}
+        )
+        avoid_look = Hint("e3", "avoid", "look around")
+        # A known `do` fill first (answer order); an avoided action never.
+        choice = agent.choose(ANIMAL, obs, [avoid_look, do_focus, do_kitchen], _state())
+        assert (choice.action, choice.used, choice.source) == ("focus on dove", ("e2",), "do")
+        # A `do` that is also a next procedure step beats the rest, and names the strategy too.
+        state = _state()
+        state.plan, state.strategy_id = (PlanStep("go to <object>"),), "s1"
+        choice = agent.choose(ANIMAL, obs, [do_focus, do_kitchen], state)
+        assert (choice.action, choice.used, choice.source) == ("go to kitchen", ("e1", "s1"), "plan+do")
+        state.acted(choice.action)
+        assert state.plan_pos == 1
+        # Nothing fillable: the exploration policy, which skips avoided actions.
+        choice = agent.choose(ANIMAL, obs, [avoid_look], _state())
+        assert choice.source == "explore" and choice.action == "go to garden"
+
+    def test_pitfalls_hold_for_the_episode(self) -> None:
+        state = _state()
+        state.pitfalls = (Hint("s1", "avoid", "focus on <other:object>"),)
+        obs = Observation("This room is called the garden.", ("focus on rock",))
+        choice = RuleAgent().choose(ANIMAL, obs, [Hint("e1", "do", "focus on <object>")], state)
+        assert choice.source == "random"  # the only action left, though warned against
+
+    def test_llm_reply_parsing(self) -> None:
+        valid = ["go to kitchen", "go to kitchen table", "look around"]
+        assert parse_action("go to kitchen [E1]", valid) == "go to kitchen"
+        assert parse_action("Action: `Look around`.", valid) == "look around"
+        assert parse_action("I think I should go to kitchen table now", valid) == "go to kitchen table"
+        assert parse_action("fly away", valid) is None
+        assert parse_action("", valid) is None
+
+
+def _anything(_: str) -> bool:
+    return True
+
+
+def _copy(state: EpisodeState, seed: int) -> EpisodeState:
+    out = EpisodeState(rng=random.Random(str(seed)), room=state.room)  # noqa: S311 - a test
+    out.looked, out.visited, out.opened, out.tried = (
+        set(state.looked),
+        set(state.visited),
+        set(state.opened),
+        state.tried.copy(),
+    )
+    return out
+
+
+# --- the loop with a fake library -------------------------------------------------------------------
+
+
+class FakeClient:
+    """What AgentSession needs of a Client: answers from a list of items; trajectories kept."""
+
+    def __init__(self, items: Sequence[RetrievedItem] = ()) -> None:
+        self.items = list(items)
+        self.posted: list[dict[str, Any]] = []
+        self.asked = 0
+
+    def retrieve(self, **_: Any) -> Retrieval:
+        self.asked += 1
+        return Retrieval(retrieval_id=f"r{self.asked}", items=self.items, tokens=0)
+
+    def create_trajectory(self, **body: Any) -> Any:
+        self.posted.append(body)
+
+        @dataclass
+        class Accepted:
+            ids: list[str]
+            event_id: str
+
+        return Accepted([f"t{len(self.posted)}"], f"ev{len(self.posted)}")
+
+
+def _session(client: Any, task: str = GARDEN_TASK) -> AgentSession:
+    return AgentSession(client, task, agent_id="a", domain="garden")
+
+
+class TestLoop:
+    def test_play_follows_a_do_experience_and_records_used_ids(self) -> None:
+        cat = RetrievedItem(
+            kind="experience",
+            id="e1",
+            score=1,
+            tokens=1,
+            polarity="do",
+            action=Action(template="focus on cat", example="focus on cat"),
+        )
+        client = FakeClient([cat])
+        session = _session(client)
+        result = play(EpisodeSpec("garden", 0), Garden(), session, RuleAgent(), max_steps=10, post=True)
+        assert result.success and result.actions[-1] == "focus on cat"
+        assert result.trajectory_id == "t1" and result.event_id == "ev1"
+        steps = client.posted[0]["steps"]
+        assert steps[-1]["used_item_ids"] == ["e1"] and steps[-1]["retrieval_id"] == f"r{len(steps)}"
+        assert client.posted[0]["outcome"] == {"success": True, "score": 1.0}
+
+    def test_bounded_steps_without_a_library(self) -> None:
+        result = play(EpisodeSpec("garden", 0), Garden(), _session(FakeClient()), RuleAgent(), max_steps=3)
+        assert result.steps <= 3 and result.trajectory_id is None
+
+    def test_online_bookkeeping(self) -> None:
+        specs = round_robin(["a", "b"], {"a": [1, 2], "b": [7]})
+        assert specs == [EpisodeSpec("a", 1), EpisodeSpec("b", 7), EpisodeSpec("a", 2)]
+        played: list[int] = []
+        library: list[str] = []
+
+        def one(index: int, spec: EpisodeSpec) -> EpisodeResult:
+            played.append(index)
+            score = 0.5 * len(library)
+            return EpisodeResult(spec.task_type, spec.variation, score, score >= 1.0, 3, event_id=f"e{index}")
+
+        def evolve(result: EpisodeResult) -> dict[str, int]:
+            assert result.event_id == f"e{len(library)}"  # evolved after each, in order
+            library.append(result.event_id)
+            return {"runs": len(library)}
+
+        steps = online(specs, one, evolve)
+        assert played == [0, 1, 2] and [s.evolved["runs"] for s in steps] == [1, 2, 3]
+        assert [s.result.score for s in steps] == [0.0, 0.5, 1.0]
+        figures = by_task([s.result for s in steps])
+        assert figures["a"].mean_score == 0.5 and figures["total"].success_rate == pytest.approx(1 / 3)
+        assert running_mean([0.0, 1.0, 1.0], 2) == [0.0, 0.5, 1.0]
+
+    def test_train_subset_takes_the_first_variations_per_task_type(self) -> None:
+        runs = [
+            {"metadata": {"task_name": t, "variation": v}, "i": i}
+            for i, (t, v) in enumerate([("a", "0"), ("a", "0"), ("b", "5"), ("a", "1"), ("a", "2")])
+        ]
+        assert [r["i"] for r in train_subset(runs, 2)] == [0, 1, 2, 3]
+
+    def test_llm_agent_through_a_real_openai_server(self) -> None:
+        with openai_server.running() as server:
+            server.script(
+                openai_server.completion("go to garden"),
+                openai_server.completion("no idea"),
+                openai_server.completion("focus on cat [E1]"),
+            )
+            chat = openai_chat(server.url, "k", "m", timeout_s=5, max_retries=0)
+            agent = LLMAgent(chat)
+            result = play(EpisodeSpec("garden", 0), Garden(), _session(FakeClient()), agent, max_steps=5)
+            prompt = server.requests[0]["messages"][1]["content"]
+        assert "Valid actions:\nlook around\ngo to garden\ninventory" in prompt
+        assert "Task: " + GARDEN_TASK in prompt and "This room is called the hallway" in prompt
+        assert result.actions[0] == "go to garden" and result.success
+        assert result.sources == {"llm": 2, "explore": 1} and agent.unparsed == 1
+
+
+# --- through the real API -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def embedder() -> SentenceTransformerEmbedder:
+    return get_embedder()
+
+
+@pytest.fixture
+def api(client: TestClient, db: Session, settings: Settings) -> TestClient:
+    """The app logging retrievals in the test's transaction, never withholding an item."""
+
+    @contextmanager
+    def in_test() -> Iterator[Session]:
+        yield db
+        db.commit()
+
+    changed = settings.model_copy(update={"retrieval_withhold_share": 0.0})
+    client.app.dependency_overrides[get_log_sessions] = lambda: in_test
+    client.app.dependency_overrides[get_app_settings] = lambda: changed
+    return client
+
+
+class TestThroughTheApi:
+    def test_online_loop_learns_from_posted_runs(
+        self, api: TestClient, db: Session, settings: Settings, embedder: SentenceTransformerEmbedder
+    ) -> None:
+        """A gold run learnt, then two online episodes: retrieve, fill, post with used ids, evolve."""
+        tenant = make_tenant(db)
+        key = make_key(db, tenant, Scope.AGENT)
+
+        @contextmanager
+        def scope() -> Iterator[Session]:
+            yield db
+            db.commit()
+
+        http = Client("http://testserver", key, http_client=api)
+        seeded = http.create_trajectory(**gold_run(0))
+        evolve_in_process(scope, tenant.id, seeded.event_id, embedder=embedder, settings=settings)
+        config = LoopConfig(task_types=("garden",), max_steps=6)
+
+        def one(index: int, spec: EpisodeSpec) -> EpisodeResult:
+            return play_one(http, spec, lambda _: Garden(), RuleAgent(), config, label=f"t{index}", post=True)
+
+        def evolve(result: EpisodeResult) -> dict[str, Any]:
+            assert result.event_id is not None
+            return evolve_in_process(scope, tenant.id, result.event_id, embedder=embedder, settings=settings)
+
+        steps = online([EpisodeSpec("garden", 1), EpisodeSpec("garden", 2)], one, evolve)
+        first, second = (s.result for s in steps)
+        assert all("experiences" in s.evolved for s in steps)
+        # After two successful runs the library guides the agent: `do` experiences, straight to the cat.
+        assert second.success and second.sources.get("do") and second.actions[-1] == "focus on cat"
+        assert second.trajectory_id is not None and first.trajectory_id != second.trajectory_id
+        stored = trajectories.steps_of(db, uuid.UUID(second.trajectory_id))
+        assert any(step.used_item_ids for step in stored), "the online run names the items it used"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("scienceworld") is None, reason="needs the eval extra (Java)")
+def test_scienceworld_episode_smoke() -> None:
+    """One real ScienceWorld episode with no library: the adapter's observations and scores."""
+    from app.evaluation_loop import scienceworld_games
+
+    world, specs = scienceworld_games(["find-non-living-thing"], 1, max_steps=3)
+    try:
+        result = play(specs[0], world.episode(specs[0]), _session(FakeClient()), RuleAgent(), max_steps=3)
+    finally:
+        world.close()
+    assert result.steps == 3 and 0.0 <= result.score <= 1.0

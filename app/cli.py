@@ -450,6 +450,44 @@ def bench_retrieve(
     typer.echo(json.dumps(result, indent=2) if json_out else result["summary"])
 
 
+@bench_app.command("load")
+def bench_load(
+    rate: Annotated[float, typer.Option(help="Requests per second offered (open loop, Poisson).")] = 200.0,
+    seconds: Annotated[float, typer.Option(help="How long the load runs.")] = 300.0,
+    tenants: Annotated[int, typer.Option(help="Tenants of the private stack.")] = 4,
+    agents: Annotated[int, typer.Option(help="Simulated agents, spread over the tenants.")] = 200,
+    concurrency: Annotated[int, typer.Option(help="Most requests in flight at once.")] = 256,
+    api_workers: Annotated[int, typer.Option(help="uvicorn worker processes of the private stack.")] = 2,
+    trajectory_share: Annotated[float, typer.Option(help="Share of POST /v1/trajectories.")] = 0.1,
+    repeat_share: Annotated[
+        float, typer.Option(help="Share of retrieves repeating a common observation (query cache).")
+    ] = 0.5,
+    seed_runs: Annotated[int, typer.Option(help="Runs posted per tenant to seed a library (0: none).")] = 24,
+    sample_every: Annotated[float, typer.Option(help="Seconds between memory samples.")] = 5.0,
+    seed: int = 5,
+    url: Annotated[
+        str | None, typer.Option("--url", envvar="SKILLFOUNDRY_URL", help="Load a running service.")
+    ] = None,
+    api_key: Annotated[
+        list[str] | None,
+        typer.Option("--api-key", envvar="SKILLFOUNDRY_API_KEY", help="With --url: an admin key per tenant."),
+    ] = None,
+    api_pid: Annotated[int | None, typer.Option(help="With --url: the API's pid (memory).")] = None,
+    worker_pid: Annotated[int | None, typer.Option(help="With --url: the worker's pid (memory).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
+) -> None:
+    """Mixed open-loop traffic (retrieve and trajectories): rate, errors, latency per kind, server memory."""
+    from app.bench.load import run_load_bench
+
+    result = run_load_bench(
+        _settings(), rate=rate, seconds=seconds, tenants=tenants, agents=agents, concurrency=concurrency,
+        api_workers=api_workers, trajectory_share=trajectory_share, repeat_share=repeat_share,
+        seed_runs=seed_runs, sample_every_s=sample_every, seed=seed, url=url, api_keys=api_key or [],
+        api_pid=api_pid, worker_pid=worker_pid, echo=lambda t: typer.echo(t, err=True),
+    )  # fmt: skip
+    typer.echo(json.dumps(result, indent=2) if json_out else result["summary"])
+
+
 eval_app = typer.Typer(help="Evaluations on recorded trajectories.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
 

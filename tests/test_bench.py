@@ -12,6 +12,7 @@ import pytest
 from app.api.schemas.trajectories import TrajectoryIn
 from app.bench.evolve import run_evolve_bench
 from app.bench.ingest import STEPS_PER_TRAJECTORY, make_payloads, make_trajectory, percentile
+from app.bench.load import MAX_SESSION_STEPS, Traffic, _metric_sum, growth, run_load_bench
 from app.bench.retrieve import (
     ITEM_SPREAD,
     Sizes,
@@ -150,3 +151,94 @@ class TestEvolveBench:
         assert isinstance(result["target"]["met"], bool)
         assert "float32" in result["summary"]
         json.dumps(result)
+
+
+class TestLoadBench:
+    """`skillfoundry bench load`: the pure parts, and one short run on a private stack."""
+
+    def test_traffic_mixes_kinds_and_posts_each_session_it_retrieved_for(self) -> None:
+        """About the share asked of trajectories; a posted run carries its session's steps and ids."""
+        rng = random.Random(1)  # noqa: S311 - test data
+        traffic = Traffic(rng, tenants=3, agents=12, trajectory_share=0.1, repeat_share=0.5)
+        seen: dict[str, list[dict[str, object]]] = {}
+        kinds = []
+        for _ in range(3000):
+            kind, agent, body, _record = traffic.next()
+            kinds.append(kind)
+            if kind == "retrieve":
+                seen.setdefault(str(body["session_id"]), []).append(body)
+                assert body["step"] == len(seen[str(body["session_id"])]) - 1
+            else:
+                TrajectoryIn.model_validate(body)
+                asked = [b["observation"] for b in seen.pop(str(body["session_id"]), [])][:MAX_SESSION_STEPS]
+                if asked:  # else the agent ran without asking: a whole generated run
+                    assert [s["observation"] for s in body["steps"]] == asked
+                assert body["agent_id"] == agent.agent_id and agent.step == 0
+        assert 0.08 < kinds.count("trajectory") / len(kinds) < 0.12
+        assert {a.tenant for a in traffic.agents} == {0, 1, 2}
+
+    def test_growth_compares_the_last_third_with_the_middle_third(self) -> None:
+        """A flat series stopped growing; a steady climb did not; the slope is per minute."""
+        flat = [{"t_s": t, "api": {"processes": 2, "rss_mib": 500.0 + (t < 10) * -100}} for t in range(0, 31)]
+        climb = [{"t_s": t, "api": {"processes": 2, "rss_mib": 500.0 + 10 * t}} for t in range(0, 31)]
+        assert growth(flat, "api", 30)["stopped_growing"] is True  # type: ignore[index]
+        rising = growth(climb, "api", 30)
+        assert rising is not None and rising["stopped_growing"] is False
+        assert rising["last_third_slope_mib_per_min"] == pytest.approx(600.0)
+        assert growth([], "api", 30) is None
+
+    def test_metric_sum_adds_labels_and_reads_an_empty_gauge_as_zero(self) -> None:
+        text = (
+            "# TYPE skillfoundry_events_open gauge\n"
+            'skillfoundry_events_open{kind="ingest",status="PENDING"} 3.0\n'
+            'skillfoundry_events_open{kind="ingest",status="RUNNING"} 1.0\n'
+            "# TYPE skillfoundry_queue_depth gauge\n"
+        )
+        assert _metric_sum(text, "skillfoundry_events_open") == 4.0
+        assert _metric_sum(text, "skillfoundry_queue_depth") == 0.0
+        assert _metric_sum(text, "skillfoundry_missing") is None
+
+    @pytest.mark.e2e
+    def test_short_run_reports_every_figure(self) -> None:
+        """A few seconds at a low rate on a private stack: every figure is there and plausible (no timing)."""
+        result = run_load_bench(
+            Settings(), rate=6.0, seconds=6.0, tenants=2, agents=6, concurrency=16, api_workers=1,
+            trajectory_share=0.2, repeat_share=0.5, seed_runs=8, sample_every_s=1.0, seed=3, url=None,
+            api_keys=[], api_pid=None, worker_pid=None, echo=lambda _: None,
+        )  # fmt: skip
+        json.dumps(result)
+        library = result["library"]
+        assert len(library["tenants"]) == 2
+        for tenant in library["tenants"]:
+            assert tenant["ingest_events"] == {"SUCCEEDED": 1}
+            assert tenant["experiences"] > 0 and tenant["skills"] > 0
+            assert tenant["skills_accepted"] == tenant["skills"]
+        load = result["load"]
+        assert (
+            load["requests_sent"] > 0 and load["answered"] + load["errors_by_status"].get("unfinished", 0) > 0
+        )
+        assert 0 < load["achieved_rate_per_s"] <= 3 * 6.0
+        assert load["error_rate"] is not None and 0 <= load["error_rate"] <= 1
+        assert load["error_rate"] == 0, load[
+            "errors_by_status"
+        ]  # a low rate on an idle stack refuses nothing
+        retrieve, trajectory = load["kinds"]["retrieve"], load["kinds"]["trajectory"]
+        assert retrieve["requests"] > 0 and sum(load["mix"].values()) == pytest.approx(1.0, abs=0.01)
+        for kind in (retrieve, trajectory):
+            if kind["ok"]:
+                lat = kind["latency_ms"]
+                assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+                assert kind["service_ms"]["p50"] <= lat["p50"]  # sent no earlier than scheduled
+        assert retrieve["server_timing_ms"]["p50"] > 0 and retrieve["answers_with_items_share"] > 0
+        assert 0 <= retrieve["query_embedding_cached_share"] <= 1
+        assert load["generator"]["send_lag_ms"]["p50"] >= 0 and load["timeline"]
+        memory = result["memory"]
+        assert memory["sampled"] and len(memory["samples"]) >= 3
+        for name in ("api", "worker"):
+            sample = memory["samples"][-1][name]
+            assert sample["processes"] >= 1 and 50 < sample["rss_mib"] < 64 * 1024
+            verdict = memory["growth"][name]
+            assert verdict["middle_third_mean_mib"] > 0 and verdict["last_third_mean_mib"] > 0
+            assert isinstance(verdict["stopped_growing"], bool)
+        assert memory["samples"][-1]["events_open"] is not None
+        assert "memory" in result["summary"] and "retrieve" in result["summary"]

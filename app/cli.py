@@ -108,6 +108,38 @@ def migrate(
     typer.echo(f"database at {'down ' if down else ''}{revision}")
 
 
+@app.command()
+def backup(path: Annotated[Path, typer.Argument(help="The dump file to write.")]) -> None:
+    """Dump the database (embedded in SKILLFOUNDRY_HOME, or DATABASE_URL) to PATH; safe while running."""
+    from app.backup import BackupError, Refused, database_url
+    from app.backup import backup as dump
+
+    try:
+        with database_url(_settings(), typer.echo) as url:
+            dump(url, path, typer.echo)
+    except BackupError as exc:
+        typer.echo(f"Backup {'refused' if isinstance(exc, Refused) else 'failed'}: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+@app.command()
+def restore(
+    path: Annotated[Path, typer.Argument(help="A dump written by `skillfoundry backup`.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace a database that is not empty.")] = False,
+) -> None:
+    """Load a backup into an empty database (embedded in SKILLFOUNDRY_HOME, or DATABASE_URL)."""
+    from app.backup import BackupError, Refused, database_url
+    from app.backup import restore as load
+
+    try:
+        with database_url(_settings(), typer.echo, create=True) as url:
+            load(url, path, typer.echo, force=force)
+    except BackupError as exc:
+        typer.echo(f"Restore {'refused' if isinstance(exc, Refused) else 'failed'}: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo("Start the service on it with `skillfoundry up` (it applies any newer migrations).")
+
+
 def _client(url: str, api_key: str) -> httpx.Client:
     return httpx.Client(base_url=url.rstrip("/"), headers={"Authorization": f"Bearer {api_key}"}, timeout=30)
 

@@ -32,6 +32,16 @@ class Settings(BaseSettings):
     embedding_precision: Literal["auto", "float32", "bfloat16"] = "auto"
 
     worker_concurrency: int = 1
+    # Recovery (README "Faults and backups"). A job whose worker died is delivered again once it has been
+    # unacknowledged this long, so it must exceed the longest task (960 s); the sweeper sends again, every
+    # `sweep_every_s`, the jobs of events still open after `sweep_stale_after_s` (Redis was down at send).
+    broker_visibility_timeout_s: float = Field(
+        default=1200.0, gt=0, description="Seconds before an unacknowledged job is delivered again."
+    )
+    sweep_every_s: float = Field(default=60.0, gt=0, description="Period of the stale-event sweep.")
+    sweep_stale_after_s: float = Field(
+        default=120.0, gt=0, description="Age at which an open event's job is sent again."
+    )
     rate_limit_per_minute: int = Field(default=6000, ge=0, description="Requests per key per minute; 0: off.")
     db_pool_size: int = 10
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -46,6 +47,7 @@ class EmbeddedPostgres:
         import pgserver
 
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        _forget_dead_handles(self.pgdata)
         server = pgserver.get_server(self.pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
         self._server = server
         url: str = server.get_uri(DATABASE_NAME)
@@ -61,6 +63,31 @@ class EmbeddedPostgres:
         if self._server is not None:
             self._server.cleanup()  # type: ignore[attr-defined]
             self._server = None
+
+
+def _forget_dead_handles(pgdata: Path) -> None:
+    """Drop the processes that died without letting go of the server from pgserver's list of its users.
+
+    pgserver stops the server when its last user lets go, and counts users in `.handle_pids.json`. A
+    hard-killed `up` stays on that list forever, so no later clean stop would stop the server.
+    """
+    from pgserver.postgres_server import PostgresServer
+
+    handles = pgdata / ".handle_pids.json"
+    if not handles.exists():
+        return
+    with PostgresServer._lock:
+        try:
+            pids = [int(pid) for pid in json.loads(handles.read_text())]
+        except (ValueError, TypeError, OSError):
+            return
+        alive = [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+        if alive != pids:
+            log.info(
+                "embedded PostgreSQL: forgetting users that died holding it: %s",
+                sorted(set(pids) - set(alive)),
+            )
+            handles.write_text(json.dumps(alive))
 
 
 class EmbeddedRedis:

@@ -10,9 +10,6 @@ from app.config import Settings, broker_url, get_settings
 from app.evolver.names import TASK_ROUTES, Queue, TaskName
 from app.observability.jobs import connect_worker_signals
 
-# A job whose worker died is redelivered after this long (it must exceed the longest task).
-VISIBILITY_TIMEOUT_S = 900
-
 
 def create_celery(settings: Settings) -> Celery:
     """A Celery app on the settings' Redis; tasks ack late so a killed worker's job is redone."""
@@ -22,7 +19,14 @@ def create_celery(settings: Settings) -> Celery:
         broker_url=broker_url(settings.require_redis_url()),
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=3,
-        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S, "socket_timeout": 5},
+        # A job whose worker died is delivered again once unacknowledged for the visibility timeout;
+        # the worker looks for such jobs at start and every tenth of it (at most every minute).
+        broker_transport_options={
+            "visibility_timeout": settings.broker_visibility_timeout_s,
+            "unacked_restore_interval": max(1.0, min(60.0, settings.broker_visibility_timeout_s / 10)),
+            "unacked_restore_throttle": 1,
+            "socket_timeout": 5,
+        },
         task_routes=TASK_ROUTES,
         task_default_queue="ingest",
         task_acks_late=True,
@@ -42,8 +46,8 @@ def create_celery(settings: Settings) -> Celery:
         beat_schedule={
             "sweep-stale-events": {
                 "task": TaskName.SWEEP_STALE_EVENTS.value,
-                "schedule": 60.0,
-                "options": {"expires": 60, "queue": Queue.MAINTENANCE.value},
+                "schedule": settings.sweep_every_s,
+                "options": {"expires": settings.sweep_every_s, "queue": Queue.MAINTENANCE.value},
             },
             "consolidate-experiences": {
                 "task": TaskName.CONSOLIDATE.value,

@@ -29,8 +29,6 @@ from app.storage.session import session_scope
 
 log = logging.getLogger(__name__)
 
-STALE_AFTER = timedelta(minutes=2)
-
 
 @lru_cache
 def _polisher() -> Polisher | None:
@@ -93,7 +91,7 @@ def _run_event(kind: str, event_id: str, run: Callable[[Session, uuid.UUID], obj
 def sweep_stale_events() -> int:
     """Send again the jobs of events that never finished; returns how many."""
     with session_scope() as session:
-        stale = pipeline.stale_events(session, STALE_AFTER)
+        stale = pipeline.stale_events(session, timedelta(seconds=get_settings().sweep_stale_after_s))
     for event_id, kind in stale:
         if kind == skill_cycle.EVOLVE_EVENT:
             evolve_skills_event.apply_async(args=(str(event_id),), queue=Queue.SKILLS)

@@ -44,6 +44,12 @@ class Settings(BaseSettings):
     )
     rate_limit_per_minute: int = Field(default=6000, ge=0, description="Requests per key per minute; 0: off.")
     db_pool_size: int = 10
+    # Endpoints run on a thread pool; more threads than database connections only makes requests wait
+    # for a connection (and answer 503 after 10 s) instead of queueing in order. 2 x db_pool_size are
+    # open at most, so the default leaves room for the after-answer writes.
+    api_threads: int = Field(default=16, ge=1, description="Threads running endpoints per API process.")
+    # As many requests as threads are let in at once; the others wait (holding no connection) this long.
+    api_queue_wait_s: float = Field(default=10.0, gt=0, description="Seconds a request may wait for a slot.")
 
     # Optional OpenAI-compatible endpoint (ending in /v1) that rewrites experience texts; unset: no LLM.
     llm_base_url: str | None = None

@@ -155,6 +155,11 @@ class ServiceUnavailable(AppError):
     message = "A backing service is unavailable; retry shortly."
 
 
+class DatabaseBusy(ServiceUnavailable):
+    code = "database_busy"
+    message = "Every database connection of this API process is busy; retry after the seconds in Retry-After."
+
+
 class DatabaseUnavailable(ServiceUnavailable):
     code = "database_unavailable"
     message = "The database is unreachable; retry shortly."

@@ -7,12 +7,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import redis
+from anyio import CapacityLimiter, to_thread
 from fastapi import APIRouter, FastAPI
 
 from app import __version__, admin
 from app.api import errors
 from app.api.deps import KeyCache
-from app.api.middleware import BodySizeLimit
+from app.api.middleware import BodySizeLimit, InFlightLimit
 from app.api.ratelimit import RateLimiter
 from app.api.routes import (
     agents,
@@ -55,6 +56,10 @@ def api_router() -> APIRouter:
     return v1
 
 
+# Health checks and metrics answer even when every request slot is taken.
+UNLIMITED_PATHS = ("/healthz", "/readyz", "/metrics")
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; connections open in the lifespan, not at import."""
     settings = settings or get_settings()
@@ -71,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessionmaker = make_sessionmaker(engine)
         app.state.redis = client
         app.state.rate_limiter = RateLimiter(client, settings.rate_limit_per_minute)
+        to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
         if settings.api_warm_embedder:
             # Load the model now, off the event loop, so the first /v1/retrieve does not pay for it;
             # a request that comes sooner waits on the embedder's own load lock.
@@ -93,8 +99,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.key_cache = KeyCache(settings.api_key_cache_ttl_s, settings.api_key_cache_size)
     app.state.query_embeddings = QueryEmbeddings(settings.retrieval_embedding_cache_size)
+    # Threads that end requests' transactions, apart from the endpoints' pool (see `deps.get_session`);
+    # as many as the engine has connections.
+    app.state.session_limiter = CapacityLimiter(2 * settings.db_pool_size)
     errors.install(app)
     app.add_middleware(BodySizeLimit, limit=MAX_REQUEST_BYTES)
+    app.add_middleware(
+        InFlightLimit, limit=settings.api_threads, wait_s=settings.api_queue_wait_s, exempt=UNLIMITED_PATHS
+    )
     observability.install(app, settings)  # request ids, request metrics and GET /metrics
     app.include_router(health.router)
     app.include_router(api_router())

@@ -10,10 +10,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.errors import (
     AppError,
+    DatabaseBusy,
     DatabaseUnavailable,
     InvalidJson,
     LimitExceeded,
@@ -116,6 +118,11 @@ def install(app: FastAPI) -> None:
         return render(
             AppError(str(exc.detail), code="http_error", status_code=exc.status_code, headers=headers)
         )
+
+    @app.exception_handler(PoolTimeout)
+    async def _busy(_: Request, exc: PoolTimeout) -> JSONResponse:
+        log.warning("no database connection free: %s", exc)
+        return render(DatabaseBusy(headers={"Retry-After": "1"}))
 
     @app.exception_handler(DBAPIError)
     async def _db(_: Request, exc: DBAPIError) -> JSONResponse:

@@ -24,6 +24,7 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         pool_pre_ping=True,
         pool_size=pool_size,
         max_overflow=pool_size,
+        pool_timeout=10,  # a request that waits longer for a connection answers 503 `database_busy`
         pool_recycle=1800,
         connect_args={"connect_timeout": 5},
     )

@@ -132,3 +132,9 @@ def test_numbers_and_flags_are_not_coerced(api: TestClient, admin_key: str) -> N
         assert api.post("/v1/retrieve", json=body, headers=auth(admin_key)).status_code == 422
     listed = api.get("/v1/trajectories", params={"until": "0.5"}, headers=auth(admin_key))
     assert listed.status_code == 422
+
+
+def test_a_page_position_past_bigint_is_422(api: TestClient, admin_key: str) -> None:
+    """Found by this schema run: `before` past PostgreSQL's bigint answered 500."""
+    response = api.get("/v1/audit", params={"before": 2**63}, headers=auth(admin_key))
+    assert response.status_code == 422

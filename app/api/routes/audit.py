@@ -13,6 +13,8 @@ from app.limits import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from app.storage.repositories import governance
 from app.storage.repositories.governance import AuditFilter
 
+MAX_SEQ = 2**63 - 1  # audit_log.seq is a PostgreSQL bigint
+
 router = APIRouter(tags=["audit"], responses=ERROR_RESPONSES)
 
 
@@ -30,7 +32,7 @@ def list_audit(
     target_id: Annotated[str, Query(max_length=128)] | None = None,
     since: Timestamp | None = Query(default=None, description="Entries at or after this time."),
     until: Timestamp | None = Query(default=None, description="Entries before this time."),
-    before: Annotated[int, Query(ge=1, description="Entries below this `seq` (the next page).")]
+    before: Annotated[int, Query(ge=1, le=MAX_SEQ, description="Entries below this `seq` (the next page).")]
     | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
 ) -> AuditPage:

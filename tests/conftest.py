@@ -15,6 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
@@ -25,6 +26,13 @@ from app.evolver.celery_app import get_celery
 from app.main import create_app
 from app.storage import migrate
 from app.storage.session import get_engine, make_engine
+
+# Property tests (hypothesis, schemathesis) draw the same examples on every run, so `make test` is
+# repeatable and CI fails only on a change. `HYPOTHESIS_PROFILE=explore` draws new ones, to look for
+# new failures (as the schema run found the bugs tests/test_schema.py names).
+hypothesis_settings.register_profile("repeatable", derandomize=True, print_blob=True)
+hypothesis_settings.register_profile("explore", derandomize=False, print_blob=True)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
 def _clear_caches() -> None:

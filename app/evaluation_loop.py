@@ -106,7 +106,7 @@ class ScienceWorld:
     """One simulator (a JVM) for every episode of a run."""
 
     def __init__(self, *, simplification: str = "easy", step_limit: int = 100) -> None:
-        from scienceworld import ScienceWorldEnv  # type: ignore[import-untyped]
+        from scienceworld import ScienceWorldEnv
 
         self.simplification = simplification
         self._env = ScienceWorldEnv("", envStepLimit=step_limit)

@@ -27,7 +27,12 @@ Ident = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS)]
 
 def _json_within_limit(value: Any) -> Any:
     if value is not None and not isinstance(value, str):
-        size = len(json.dumps(value, ensure_ascii=False))
+        try:
+            size = len(json.dumps(value, ensure_ascii=False, allow_nan=False))
+        except ValueError as error:  # NaN or Infinity: Python's JSON reader takes them, JSONB does not
+            raise PydanticCustomError(
+                "non_finite_number", "JSON numbers must be finite; NaN and Infinity are not JSON"
+            ) from error
         if size > MAX_FIELD_CHARS:
             raise PydanticCustomError(
                 "field_too_long",

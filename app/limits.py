@@ -26,4 +26,10 @@ Limits (a request over one gets 413 with a code naming it, or 429 for the rate):
 | used_item_ids per step | {MAX_USED_ITEMS} | `too_many_items` |
 | page size (`limit`) | {MAX_PAGE_SIZE} | `validation_error` (422) |
 | requests per API key | `SKILLFOUNDRY_RATE_LIMIT_PER_MINUTE` (default 6000) per minute | `rate_limited` (429) |
+| requests inside one API process at once | `SKILLFOUNDRY_API_THREADS` (16); the rest wait up to 10 s | `overloaded` (503) |
+| skill import (`POST /v1/skills`): upload, unpacked total, one file, files per skill, skills | 10 MB, 8 MB, 1 MB, 400, 100 | `archive_too_large`, `zip_bomb`, `file_too_large` (413), `too_many_files`, `too_many_skills` (422) |
+| review and rollback reasons | 2000 / 1000 characters | `field_too_long` |
+
+Text may not contain U+0000 (`nul_in_text`, 422), JSON numbers must be finite (`non_finite_number`, 422),
+and request fields take JSON's own types (no `0` for `false`).
 """

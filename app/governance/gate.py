@@ -40,7 +40,7 @@ def scan_version(session: Session, skill: Skill, version: SkillVersion, *, trigg
     files = {skill_md.SKILL_FILE: version.content, **version.files}
     verdict = scanner.scan_files(files, skill=skill.name)
     waived = repo.waived_rules(session, skill.tenant_id, version.sha256)
-    assessment = risk.assess(verdict, waived, can_act=risk.can_act(_tools(version), version.files))
+    assessment = risk.assess(verdict, waived, can_act=risk.can_act(declared_tools(version), version.files))
     repo.add_scan(
         session,
         skill.tenant_id,
@@ -97,7 +97,7 @@ def sync_head(skill: Skill, version: SkillVersion) -> None:
     if version.version == skill.head_version:
         skill.trust_tier = version.trust_tier
         skill.risk_level = version.risk_level
-        skill.allowed_tools = _tools(version)
+        skill.allowed_tools = declared_tools(version)
 
 
 def rescan_stale(session: Session, *, limit: int = RESCAN_BATCH) -> RescanStats:
@@ -127,7 +127,8 @@ def rescan_stale(session: Session, *, limit: int = RESCAN_BATCH) -> RescanStats:
     return stats
 
 
-def _tools(version: SkillVersion) -> str:
+def declared_tools(version: SkillVersion) -> str:
+    """The version's `allowed-tools` ("" when its SKILL.md does not parse)."""
     try:
         return skill_md.parse(version.content).allowed_tools
     except skill_md.SkillFormatError:

@@ -90,7 +90,7 @@ def accept(
             detail={"review": version.review.value},
         )
     _approvable(version, actor)
-    wider = risk.widens(_last_accepted_tools(session, skill), _tools(version))
+    wider = risk.widens(_last_accepted_tools(session, skill), gate.declared_tools(version))
     needs = 2 if wider else 1
     approvals = _approve(session, skill, version, ACCEPT, actor=actor, reason=reason, needs=needs)
     if len(approvals) < needs:
@@ -332,14 +332,7 @@ def _last_accepted_tools(session: Session, skill: Skill) -> str:
         .order_by(SkillVersion.version.desc())
         .limit(1)
     ).first()
-    return _tools(row) if row is not None else ""
-
-
-def _tools(version: SkillVersion) -> str:
-    try:
-        return skill_md.parse(version.content).allowed_tools
-    except skill_md.SkillFormatError:
-        return ""
+    return gate.declared_tools(row) if row is not None else ""
 
 
 def _event(

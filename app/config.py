@@ -147,6 +147,12 @@ class Settings(BaseSettings):
     retrieval_embedding_cache_size: int = Field(
         default=4096, ge=0, description="Query embeddings kept per API process (0: none)."
     )
+    # Measured on 2 shared cores: one query embedding cost 15 ms of CPU on one torch thread, 23 ms on two
+    # (and more wall time); an API process already runs requests in parallel, so one thread each is best.
+    # Set when the API warms the embedder (`api_warm_embedder`), before the model loads.
+    api_embedding_threads: int = Field(
+        default=1, ge=0, description="Torch threads per API process for query embeddings (0: torch's own)."
+    )
     api_warm_embedder: bool = Field(
         default=True, description="Load the embedding model when the API starts, not on the first retrieve."
     )

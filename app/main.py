@@ -29,16 +29,27 @@ from app.api.routes import (
 )
 from app.config import Settings, get_settings
 from app.embedding import SentenceTransformerEmbedder, get_embedder
+from app.embedding.sentence import quiet_threads
 from app.limits import DESCRIPTION, MAX_REQUEST_BYTES
 from app.observability import http as observability
 from app.retrieval.service import QueryEmbeddings
 from app.storage.session import make_engine, make_sessionmaker
 
 
-def _warm() -> None:
+def _warm(threads: int) -> None:
     embedder = get_embedder()
     if isinstance(embedder, SentenceTransformerEmbedder):
+        if threads:
+            _torch_threads(threads)
         embedder.warm()
+
+
+def _torch_threads(threads: int) -> None:
+    """Run each embedding on `threads` torch threads (process-wide, threads started later included)."""
+    quiet_threads()
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def api_router() -> APIRouter:
@@ -80,7 +91,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.api_warm_embedder:
             # Load the model now, off the event loop, so the first /v1/retrieve does not pay for it;
             # a request that comes sooner waits on the embedder's own load lock.
-            threading.Thread(target=_warm, name="embedder-warm", daemon=True).start()
+            threading.Thread(
+                target=_warm, args=(settings.api_embedding_threads,), name="embedder-warm", daemon=True
+            ).start()
         try:
             yield
         finally:

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from psycopg import sql
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -27,7 +29,15 @@ from app.ingestion import service as ingestion
 from app.limits import MAX_FIELD_CHARS
 from app.retrieval import feedback
 from app.retrieval import search as search_module
-from app.retrieval.search import SearchConfig, SearchQuery, content_words, ef_search, vector_literal
+from app.retrieval.search import (
+    QueryVector,
+    SearchConfig,
+    SearchQuery,
+    content_words,
+    ef_search,
+    vector_literal,
+)
+from app.retrieval.service import QueryEmbeddings
 from app.skills import service as skill_service
 from app.storage.models import (
     Experience,
@@ -827,6 +837,79 @@ class TestSearchParts:
             vector_literal([0.5] * 3)
         with pytest.raises(ValueError, match="non-finite"):
             vector_literal([math.nan] * 384)
+        with pytest.raises(ValueError, match="non-finite"):
+            vector_literal([1e300] * 384)
+
+    def test_vector_literal_is_the_vector_the_shortest_doubles_gave(self, db: Session) -> None:
+        """Nine digits per float4 give pgvector exactly what `repr` of each double gave, in less text."""
+        rng = np.random.default_rng(7)
+        rows = [rng.normal(size=384).astype(np.float32).tolist() for _ in range(20)]
+        rows += [rng.normal(scale=1e-3, size=384).tolist() for _ in range(20)]  # doubles, not float4
+        rows.append([1e-45, -3.4e38, 0.1, *[0.0] * 381])
+        for row in rows:
+            shortest = "[" + ",".join(repr(float(x)) for x in row) + "]"
+            ours = vector_literal(row)
+            assert len(ours) <= len(shortest)
+            same = db.execute(
+                text("SELECT CAST(:a AS vector) = CAST(:b AS vector)"), {"a": ours, "b": shortest}
+            ).scalar_one()
+            assert same, row
+
+
+class TestQueryEmbeddings:
+    def test_keeps_the_vector_text_per_model_and_key(self) -> None:
+        """One model call per (model, key); the entry is the pgvector text the search sends."""
+        embedder = _CountingEmbedder("m1")
+        cache = QueryEmbeddings(size=8)
+        first = cache.get("kitchen", embedder)
+        assert isinstance(first, QueryVector)
+        assert first.text == vector_literal(embedder.embed_query("kitchen"))
+        assert cache.get("kitchen", embedder) is first
+        assert embedder.calls == 2  # the one above, and ours for the comparison
+        other = _CountingEmbedder("m2")
+        assert cache.get("kitchen", other) is not first
+        assert other.calls == 1
+
+    def test_least_recently_used_goes_first(self) -> None:
+        """The cache never holds more than its size; a hit keeps an entry."""
+        embedder = _CountingEmbedder("m")
+        cache = QueryEmbeddings(size=2)
+        a = cache.get("a", embedder)
+        cache.get("b", embedder)
+        assert cache.get("a", embedder) is a
+        cache.get("c", embedder)  # "b" goes
+        assert len(cache) == 2
+        assert cache.get("a", embedder) is a
+        calls = embedder.calls
+        cache.get("b", embedder)
+        assert embedder.calls == calls + 1
+
+    def test_size_zero_keeps_nothing(self) -> None:
+        """Size 0: every call embeds."""
+        embedder = _CountingEmbedder("m")
+        cache = QueryEmbeddings(size=0)
+        cache.get("a", embedder)
+        cache.get("a", embedder)
+        assert (embedder.calls, len(cache)) == (2, 0)
+
+
+class _CountingEmbedder:
+    """A deterministic embedder that counts its calls."""
+
+    dim = 384
+
+    def __init__(self, model_name: str) -> None:
+        self.model_name = model_name
+        self.calls = 0
+
+    def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
+        return [self.embed_query(t) for t in texts]
+
+    def embed_query(self, text: str) -> list[float]:
+        self.calls += 1
+        seed = int.from_bytes(hashlib.sha256(f"{self.model_name}:{text}".encode()).digest()[:8], "big")
+        vector = np.random.default_rng(seed).normal(size=384)
+        return [float(x) for x in vector / np.linalg.norm(vector)]
 
     def test_database_errors_are_sqlalchemy_errors(
         self, db: Session, monkeypatch: pytest.MonkeyPatch

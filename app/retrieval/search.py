@@ -8,10 +8,10 @@ message may hold several `;`-separated statements, so the whole search is one ro
 `SET` takes no bind parameters. psycopg's pipeline mode would also send the three statements in one
 round trip, with parameters, but it switches a connection SQLAlchemy owns into another mode; one
 message is simpler. The price is that every value is written into the text as a literal: the query
-vector from finite floats formatted here, ids and words through `psycopg.sql.Literal`, numbers from
-ints. Nothing a client sends is spliced in raw. Around the search, the request's transaction costs
-what every request's does: the pool's pre-ping, psycopg's `BEGIN` before the first statement, the
-commit.
+vector from finite floats formatted here (once per embedding: `QueryVector`, which the service's cache
+keeps), ids and words through `psycopg.sql.Literal`, numbers from ints. Nothing a client sends is
+spliced in raw. Around the search, the request's transaction costs what every request's does: the
+pool's pre-ping, psycopg's `BEGIN` before the first statement, the commit.
 
 The SELECT gathers, as `UNION ALL` of CTEs each ranked by its own order:
 
@@ -20,25 +20,26 @@ The SELECT gathers, as `UNION ALL` of CTEs each ranked by its own order:
   is the embedding of the normalised observation, which is what cluster centroids average);
 - `text`: experience text and the head SKILL.md of skills against a few content words (GIN);
 
-merges the ranks of one item into one row, and adds the session's pinned strategy and its children.
+merges the ranks of one item into one row (a column per source), and adds the session's pinned
+strategy and its children.
 Every part is limited to the key's tenant and to what governance lets through (`VISIBLE_*`).
 """
 
 from __future__ import annotations
 
-import math
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import psycopg
 from psycopg import sql
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from app.retrieval.ranking import Candidate
+from app.retrieval.ranking import CLUSTER, TEXT, VECTOR, Candidate
 from app.storage.models import EMBEDDING_DIM, ItemKind, TrustTier
 
 # What governance lets retrieval return (issue 6): every source and the final join use these
@@ -68,6 +69,22 @@ _PLACEHOLDER = re.compile(r"<[a-z]+>")
 _WORD = re.compile(r"[a-z]{3,}")
 
 
+@dataclass(frozen=True, slots=True)
+class QueryVector:
+    """A query embedding as pgvector's text form, checked and formatted once; what the service caches.
+
+    The text is all the search needs, and a 4 KiB string is a third of what a tuple of 384 floats
+    takes in memory.
+    """
+
+    text: str
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> QueryVector:
+        """The vector of these values (see `vector_literal`)."""
+        return cls(vector_literal(values))
+
+
 @dataclass(frozen=True)
 class SearchFilters:
     """Client filters: domain (both kinds), level (skills), polarity (experiences)."""
@@ -82,14 +99,14 @@ class SearchQuery:
     """One retrieve call as the search sees it."""
 
     tenant_id: uuid.UUID
-    embedding: Sequence[float]  # of the normalised observation: experiences and state clusters
+    embedding: Sequence[float] | QueryVector  # of the normalised observation: experiences, clusters
     terms: tuple[str, ...]  # content words for full text; see `content_words`
     top_k: int
     filters: SearchFilters = SearchFilters()
     session_id: str | None = None
     include_body: bool = False
     # Skills describe kinds of task, so they are searched by the task's embedding when given.
-    task_embedding: Sequence[float] | None = None
+    task_embedding: Sequence[float] | QueryVector | None = None
 
 
 @dataclass(frozen=True)
@@ -145,16 +162,23 @@ def content_words(texts: Iterable[str], limit: int) -> tuple[str, ...]:
 
 
 def vector_literal(values: Sequence[float]) -> str:
-    """pgvector's text form of a vector, from finite floats only."""
+    """pgvector's text form of a vector, from finite floats only.
+
+    pgvector stores float4, parsing each number with `strtof`; each value is rounded to float4 here and
+    written with 9 significant digits, which name every float4 exactly. The stored vector is the one
+    the shortest double form gave (embedders return float4 values), in half the text to write and parse.
+    """
     if len(values) != EMBEDDING_DIM:
         raise ValueError(f"the query embedding has {len(values)} dimensions, not {EMBEDDING_DIM}")
-    parts = []
-    for value in values:
-        number = float(value)
-        if not math.isfinite(number):
-            raise ValueError("the query embedding holds a non-finite number")
-        parts.append(repr(number))
-    return "[" + ",".join(parts) + "]"
+    with np.errstate(over="ignore"):
+        floats = np.asarray(values, dtype=np.float64).astype(np.float32)
+    if not np.isfinite(floats).all():
+        raise ValueError("the query embedding holds a non-finite number (or one beyond float4)")
+    return "[" + ",".join([format(value, ".9g") for value in floats.tolist()]) + "]"
+
+
+def _vector_text(value: Sequence[float] | QueryVector) -> str:
+    return value.text if isinstance(value, QueryVector) else vector_literal(value)
 
 
 def build(query: SearchQuery, config: SearchConfig) -> sql.Composed:
@@ -166,8 +190,10 @@ def build(query: SearchQuery, config: SearchConfig) -> sql.Composed:
     cluster_filter = _equals("c.domain", f.domain)
     values = {
         "ef": sql.Literal(ef_search(query.top_k, config.ef_search_floor)),
-        "vector": sql.Literal(vector_literal(query.embedding)),
-        "task_vector": sql.Literal(vector_literal(query.task_embedding or query.embedding)),
+        "vector": sql.Literal(_vector_text(query.embedding)),
+        "task_vector": sql.Literal(
+            _vector_text(query.task_embedding if query.task_embedding is not None else query.embedding)
+        ),
         "dim": sql.Literal(EMBEDDING_DIM),
         "tenant": sql.Literal(query.tenant_id),
         "limit": sql.Literal(limit),
@@ -258,12 +284,13 @@ def _parse(rows: Sequence[tuple[Any, ...]]) -> SearchResult:
 
 
 def _candidate(kind: ItemKind, item_id: uuid.UUID, row: Sequence[Any]) -> Candidate:
-    (ranks, similarity, alpha, beta, text, polarity, template, example, slots) = row[:9]
-    (version, name, description, level, body, domain, tier, tools) = row[9:17]
+    (vector_rank, cluster_rank, text_rank, similarity, alpha, beta) = row[:6]
+    (text, polarity, template, example, slots) = row[6:11]
+    (version, name, description, level, body, domain, tier, tools) = row[11:19]
     return Candidate(
         kind=kind,
         id=item_id,
-        ranks=_ranks(ranks),
+        ranks=_ranks(vector_rank, cluster_rank, text_rank),
         similarity=float(similarity) if similarity is not None else 0.0,
         alpha=float(alpha),
         beta=float(beta),
@@ -283,8 +310,17 @@ def _candidate(kind: ItemKind, item_id: uuid.UUID, row: Sequence[Any]) -> Candid
     )
 
 
-def _ranks(value: Mapping[str, Any] | None) -> Mapping[str, int]:
-    return {source: int(rank) for source, rank in (value or {}).items()}
+def _ranks(vector: int | None, cluster: int | None, text: int | None) -> Mapping[str, int]:
+    # In the order a jsonb object of the three kept its keys (shortest first), as the ranks once came:
+    # `rank` sums over them, and floating-point sums depend on their order.
+    ranks = {}
+    if text is not None:
+        ranks[TEXT] = int(text)
+    if vector is not None:
+        ranks[VECTOR] = int(vector)
+    if cluster is not None:
+        ranks[CLUSTER] = int(cluster)
+    return ranks
 
 
 # The query vector is a one-row CTE; `(SELECT v FROM q)` is an init plan, which an HNSW index scan
@@ -314,36 +350,42 @@ skill_vec AS (
 {text_ctes},
 {session_ctes},
 exp_hit AS (
-    SELECT id, jsonb_object_agg(source, rank) AS ranks FROM (
+    SELECT id, min(rank) FILTER (WHERE source = 'vector') AS vector_rank,
+           min(rank) FILTER (WHERE source = 'cluster') AS cluster_rank,
+           min(rank) FILTER (WHERE source = 'text') AS text_rank
+    FROM (
         SELECT id, 'vector' AS source, rank FROM exp_vec
         UNION ALL SELECT id, 'cluster', rank FROM exp_cluster
         UNION ALL SELECT id, 'text', rank FROM exp_text) h
     GROUP BY id),
 skill_hit AS (
-    SELECT id, coalesce(jsonb_object_agg(source, rank) FILTER (WHERE source IS NOT NULL), '{{}}') AS ranks
+    SELECT id, min(rank) FILTER (WHERE source = 'vector') AS vector_rank,
+           min(rank) FILTER (WHERE source = 'text') AS text_rank
     FROM (
         SELECT id, 'vector' AS source, rank FROM skill_vec
         UNION ALL SELECT id, 'text', rank FROM skill_text
         UNION ALL SELECT id, NULL, NULL FROM pinned WHERE id IS NOT NULL
         UNION ALL SELECT id, NULL, NULL FROM child) h
     GROUP BY id)
-SELECT 'candidate', 'experience', e.id, h.ranks, 1 - (e.embedding <=> (SELECT v FROM q)), e.alpha, e.beta,
+SELECT 'candidate', 'experience', e.id, h.vector_rank, h.cluster_rank, h.text_rank,
+       1 - (e.embedding <=> (SELECT v FROM q)), e.alpha, e.beta,
        e.text, e.polarity::text, e.action_template, e.action_example, e.slots,
        NULL::int, NULL::text, NULL::text, NULL::text, NULL::text, e.domain, NULL::smallint, NULL::text
 FROM exp_hit h JOIN experience e ON e.id = h.id
 WHERE e.tenant_id = {tenant} AND {exp_visible}
 UNION ALL
-SELECT 'candidate', 'skill', s.id, h.ranks, 1 - (s.embedding <=> (SELECT v FROM t)), s.alpha, s.beta,
+SELECT 'candidate', 'skill', s.id, h.vector_rank, NULL::bigint, h.text_rank,
+       1 - (s.embedding <=> (SELECT v FROM t)), s.alpha, s.beta,
        NULL, NULL, NULL, NULL, NULL,
        s.head_version, s.name, s.description, s.level::text, {body}, s.domain, s.trust_tier,
        CASE WHEN s.trust_tier >= {tools_tier} THEN s.allowed_tools END
 FROM skill_hit h JOIN skill s ON s.id = h.id{body_join}
 WHERE s.tenant_id = {tenant} AND {skill_visible}{skill_filter}
 UNION ALL
-SELECT 'session', NULL, id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+SELECT 'session', NULL, id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM pinned
 UNION ALL
-SELECT 'child', NULL, id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+SELECT 'child', NULL, id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM child"""
 
 # Stored tsvector columns, GIN-indexed (`ix_experience_text_tsv`, `ix_skill_version_content_tsv`).

@@ -3,6 +3,8 @@
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from app.evolver.normalize import DEFAULT_MAX_CHARS, mask_text, normalize_observation
 from app.evolver.situations import KEY_CACHE_MAX_CHARS, _remembered_key, situation_key
@@ -394,3 +396,34 @@ class TestStability:
         assert len(log) > KEY_CACHE_MAX_CHARS
         assert situation_key(log) == normalize_observation(log)
         assert _remembered_key.cache_info().currsize == before.currsize
+
+
+class TestRuleSkipping:
+    """Rules are skipped when a text lacks what they need; the masks are those of running every rule."""
+
+    def texts(self) -> list[str]:
+        import random
+
+        from app.bench.ingest import make_trajectory
+
+        rng = random.Random(3)  # noqa: S311 - test data
+        generated = [s["observation"] for _ in range(10) for s in make_trajectory(rng)["steps"]]
+        lines = [line for text in SAMPLES.values() for line in text.splitlines()]
+        return [*generated, *lines, *(normalize_observation(t) for t in [*generated, *SAMPLES.values()])]
+
+    def test_same_masks_on_samples_and_their_keys(self) -> None:
+        from app.evolver.normalize import _mask_once, _mask_once_every_rule
+
+        for text in self.texts():
+            assert _mask_once(text) == _mask_once_every_rule(text)
+
+    @given(
+        st.text(
+            alphabet=st.sampled_from(list("aAbcdefFxXwW0123456789٣:/\\.-_@+ <>#,;|~$T\n")),
+            max_size=80,
+        )
+    )
+    def test_same_masks_on_any_text(self, text: str) -> None:
+        from app.evolver.normalize import _mask_once, _mask_once_every_rule
+
+        assert _mask_once(text) == _mask_once_every_rule(text)

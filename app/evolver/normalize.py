@@ -184,6 +184,31 @@ MASK_RULES: tuple[MaskRule, ...] = (
     MaskRule("num", re.compile(r"(?:(?<=\b[vV])|(?<![A-Za-z0-9.]))[-+]?\d+(?:[.,]\d+)*"), "<num>"),
 )
 
+_DIGIT = re.compile(r"\d")
+# What a text must contain for each rule to change it: a rule whose needs are missing is skipped, with
+# the same result. Replacements only ever put placeholders ("<num>") in place of what they match, so
+# what a text lacks before the rules it still lacks after any of them: the needs are checked once.
+Need = str | re.Pattern[str]
+_NEEDS: dict[str, tuple[Need, ...]] = {
+    "url": (re.compile(r"://|[Ww]{3}\."),),
+    "email": ("@",),
+    "uuid": ("-",),
+    "ipv4": (_DIGIT, "."),
+    "ipv6": (_DIGIT, ":"),
+    "iso-datetime": (_DIGIT, "-", ":"),
+    "date": (_DIGIT,),
+    "time": (_DIGIT, ":"),
+    "windows-path": (re.compile(r"[:\\]"),),
+    "unix-path": ("/",),
+    "relative-path": ("/",),
+    "hex": (re.compile(r"0[xX]"),),
+    "hash": (_DIGIT,),
+    # `_mixed_id` leaves a token without a digit as it is.
+    "id": (_DIGIT,),
+    "num": (_DIGIT,),
+}
+_RULES = tuple((rule, _NEEDS[rule.name]) for rule in MASK_RULES)
+
 _PLACEHOLDER_RUN = re.compile(rf"<({'|'.join(PLACEHOLDERS)})>(?:[\s,;]+<\1>)+")
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]")
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
@@ -208,6 +233,22 @@ def mask_text(text: str) -> str:
 
 
 def _mask_once(text: str) -> str:
+    found: dict[Need, bool] = {}
+
+    def has(need: Need) -> bool:
+        if need not in found:
+            found[need] = need in text if isinstance(need, str) else need.search(text) is not None
+        return found[need]
+
+    masked = text
+    for rule, needs in _RULES:
+        if all(has(need) for need in needs):
+            masked = rule.pattern.sub(rule.replacement, masked)
+    return _PLACEHOLDER_RUN.sub(r"<\1>", masked)
+
+
+def _mask_once_every_rule(text: str) -> str:
+    """`_mask_once` without the needs check (tests compare the two)."""
     for rule in MASK_RULES:
         text = rule.pattern.sub(rule.replacement, text)
     return _PLACEHOLDER_RUN.sub(r"<\1>", text)

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from app.config import Settings
 from app.embedding import Embedder
 from app.evolver import situations
-from app.evolver.experiences import AdmissionConfig, AdmissionStats, TenantBudget, admit
+from app.evolver.experiences import AdmissionConfig, TenantBudget, admit_event
 from app.evolver.extract import (
     ClusterHistory,
     ExtractionConfig,
@@ -67,20 +67,15 @@ def process_ingest(
     extraction = ExtractionConfig(do_min_score=settings.do_min_score)
     admission = AdmissionConfig.from_settings(settings)
     budget = TenantBudget(session, event.tenant_id, admission.max_new_per_minute)
-    totals = AdmissionStats()
-    for view in views:
-        totals.add(
-            admit(
-                session,
-                view,
-                extract(view, history, extraction),
-                tenant_id=event.tenant_id,
-                embedder=embedder,
-                polisher=polisher,
-                config=admission,
-                budget=budget,
-            )
-        )
+    totals = admit_event(
+        session,
+        [(view, extract(view, history, extraction)) for view in views],
+        tenant_id=event.tenant_id,
+        embedder=embedder,
+        polisher=polisher,
+        config=admission,
+        budget=budget,
+    )
     settled = feedback.apply_trajectory_outcomes(session, event.tenant_id, rows, steps)
     result: dict[str, Any] = {
         "trajectories": len(rows),

@@ -13,9 +13,8 @@ from sqlalchemy.orm import Session
 
 from app.embedding import Embedder
 from app.evolver.normalize import normalize_observation
-from app.storage.models import StateCluster
 from app.storage.repositories import distillation
-from app.storage.repositories.distillation import StepSituation
+from app.storage.repositories.distillation import ClusterState, StepSituation
 
 EMBED_CHUNK = 256
 # Observations recur across a worker's jobs (a room described again, the same error), so their keys
@@ -90,15 +89,17 @@ def assign(
     vectors, hits = embed_situations(session, tenant_id, list(keys.values()), embedder)
 
     situations: dict[uuid.UUID, StepSituation] = {}
+    passes: list[tuple[str, _Touched]] = []
     created = 0
     for domain in sorted({s.domain for s in steps}):
         distillation.lock_clusters(session, tenant_id, domain)
         # A situation repeated within this pass joins the cluster found for it the first time.
-        seen: dict[str, StateCluster] = {}
+        seen: dict[str, ClusterState] = {}
         # Clusters opened or moved in this pass: their new centroids are not in the database yet.
         touched = _Touched(embedder.dim)
+        passes.append((domain, touched))
         here = [s for s in steps if s.domain == domain]
-        # The stored clusters do not change during the pass (nothing is flushed until its end), so the
+        # The stored clusters do not change during the pass (nothing is written until its end), so the
         # nearest stored cluster of every distinct situation is asked for at once.
         digests = list(dict.fromkeys(key_hash(keys[s.step_id]) for s in here))
         nearest = distillation.nearest_clusters(session, tenant_id, domain, [vectors[d] for d in digests])
@@ -114,16 +115,15 @@ def assign(
                     cluster = best[0]
                     distillation.absorb(cluster, vector)
                 else:
-                    cluster = distillation.new_cluster(
-                        session, tenant_id, domain, vector, key, embedder.model_name
-                    )
+                    cluster = distillation.new_cluster(vector, key)
                     created += 1
                 seen[digest] = cluster
             else:
                 distillation.absorb(cluster, vector)
             touched.put(cluster)
             situations[step.step_id] = StepSituation(step.step_id, key, vector, cluster.id)
-    session.flush()
+    for domain, touched in passes:
+        distillation.write_clusters(session, tenant_id, domain, touched.clusters, embedder.model_name)
     distillation.set_situations(session, list(situations.values()), embedder.model_name)
     stats = SituationStats(
         steps=len(steps),
@@ -139,32 +139,32 @@ class _Touched:
     """The clusters a pass opened or moved, their current centroids kept as the rows of one matrix."""
 
     def __init__(self, dim: int) -> None:
-        self._clusters: list[StateCluster] = []
+        self.clusters: list[ClusterState] = []
         self._row: dict[uuid.UUID, int] = {}
         self._centroids = np.empty((64, dim), dtype=np.float64)
 
-    def put(self, cluster: StateCluster) -> None:
+    def put(self, cluster: ClusterState) -> None:
         """Add a cluster, or take in its moved centroid."""
         row = self._row.get(cluster.id)
         if row is None:
-            row = self._row[cluster.id] = len(self._clusters)
-            self._clusters.append(cluster)
+            row = self._row[cluster.id] = len(self.clusters)
+            self.clusters.append(cluster)
             if row == len(self._centroids):
                 self._centroids = np.concatenate([self._centroids, np.empty_like(self._centroids)])
         self._centroids[row] = cluster.centroid
 
-    def closest(self, vector: list[float]) -> tuple[StateCluster, float] | None:
+    def closest(self, vector: list[float]) -> tuple[ClusterState, float] | None:
         """The touched cluster nearest to `vector`, with its cosine similarity."""
-        if not self._clusters:
+        if not self.clusters:
             return None
-        similarity = self._centroids[: len(self._clusters)] @ np.asarray(vector, dtype=np.float64)
+        similarity = self._centroids[: len(self.clusters)] @ np.asarray(vector, dtype=np.float64)
         index = int(np.argmax(similarity))
-        return self._clusters[index], float(similarity[index])
+        return self.clusters[index], float(similarity[index])
 
 
 def _better(
-    stored: tuple[StateCluster, float] | None, touched: tuple[StateCluster, float] | None
-) -> tuple[StateCluster, float] | None:
+    stored: tuple[ClusterState, float] | None, touched: tuple[ClusterState, float] | None
+) -> tuple[ClusterState, float] | None:
     """The closer of the database's nearest cluster and the nearest one this pass touched."""
     if stored is None or (touched is not None and touched[1] > stored[1]):
         return touched

@@ -777,6 +777,12 @@ def eval_closed_loop(
     online: Annotated[
         bool, typer.Option("--online/--no-online", help="Learn online from its own runs.")
     ] = True,
+    online_from: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Online: start from the library of this many training variations (0: empty)."
+        ),
+    ] = 0,
     seed: Annotated[int, typer.Option(help="Seeds the exploration policy.")] = 0,
     llm: Annotated[
         bool, typer.Option("--llm", help="An LLM agent (SKILLFOUNDRY_LLM_*) instead of rules.")
@@ -804,12 +810,12 @@ def eval_closed_loop(
     sizes = tuple(int(n) for n in train_sizes.split(",") if n.strip())
     if url is not None and not api_key:
         raise typer.BadParameter("--url needs --api-key")
-    if url is None and sizes and not train:
+    if url is None and (sizes or (online and online_from)) and not train:
         raise typer.BadParameter("the train-N libraries need --train files (or --train-sizes '')")
     config = LoopConfig(
         task_types=tuple(t.strip() for t in task.split(",") if t.strip()), test_variations=test_variations,
         train_sizes=sizes if url is None else (), max_steps=max_steps, seed=seed,
-        empty=empty and url is None, online=online and url is None,
+        empty=empty and url is None, online=online and url is None, online_seed=online_from,
     )  # fmt: skip
     report = run_scienceworld(
         _settings(), train, config, llm=llm, url=url, api_key=api_key or "", post=post,

@@ -6,9 +6,9 @@ port (as `eval retrieve` does), the agent talking to it over HTTP through the Py
 - `empty`: no library at all (the agent explores);
 - `train-N`: a library learnt (`eval_library.learn`) from the recorded runs of the first N training
   variations of each task type, every version accepted by the eval reviewer (T2: bodies are served);
-- `online`: starting empty, each episode is posted back as a trajectory (outcome, used item ids) and
-  the library evolves in-process before the next (ingest pipeline, consolidation, skill cycle, the
-  reviewer's acceptance: what `learn` does for one run).
+- `online`: starting empty (or, with `online_seed` N, from the train-N library), each episode is posted
+  back as a trajectory (outcome, used item ids) and the library evolves in-process before the next
+  (ingest pipeline, consolidation, skill cycle, the reviewer's acceptance: what `learn` does for one run).
 
 Every condition plays the same held-out episodes: the first variations of ScienceWorld's test split of
 each task type. With `--url` and `--api-key` it plays once against a running service (`live`) instead,
@@ -205,7 +205,11 @@ def table(report: LoopReport) -> Table:
     kinds = list(dict.fromkeys(k for _, row in report.rows() for k in row if k != "total"))
     out = Table(
         title="Closed loop on held-out variations: success rate / mean score",
-        caption="online: starting empty, the library learns from each episode before the next",
+        caption=(
+            "online: starting "
+            + (f"from train-{report.config['online_seed']}" if report.config.get("online_seed") else "empty")
+            + ", the library learns from each episode before the next"
+        ),
     )
     out.add_column("library")
     for kind in [*kinds, "total"]:
@@ -272,18 +276,24 @@ def plot(report: LoopReport, path: str, *, window: int = 5) -> None:
         xs = list(range(1, len(scores) + 1))
         right.plot(xs, scores, "o", alpha=0.4, label="episode score")
         right.plot(xs, running_mean(scores, window), color="black", label=f"running mean ({window})")
-        empty = next((c for c in report.conditions if c.name == "empty"), None)
-        if empty is not None and empty.results:
-            right.axhline(
-                by_task(empty.results)["total"].mean_score or 0.0,
-                color="grey",
-                linestyle=":",
-                label="empty library (mean)",
-            )
+        seed = int(str(report.config.get("online_seed") or 0))
+        start = "empty" if not seed else f"train-{seed}"
+        for name, style in (("empty", ":"), (start, "--")):
+            base = next((c for c in report.conditions if c.name == name), None)
+            if base is not None and base.results and (name == "empty" or seed):
+                label = f"{name} library (mean)" + (", where it starts" if name == start else "")
+                right.axhline(
+                    by_task(base.results)["total"].mean_score or 0.0,
+                    color="grey",
+                    linestyle=style,
+                    label=label,
+                )
         right.set_xlabel("online episode (the library evolves after each)")
         right.set_ylabel("score")
         right.set_ylim(-0.02, 1.02)
-        right.set_title("Online: learning from its own runs")
+        right.set_title(
+            f"Online from {'an empty library' if not seed else start}: learning from its own runs"
+        )
         right.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -302,6 +312,7 @@ class LoopConfig:
     seed: int = 0
     empty: bool = True
     online: bool = True
+    online_seed: int = 0  # training variations per task type the online library starts from (0: empty)
     top_k: int = 8
     token_budget: int = 800
 
@@ -467,7 +478,15 @@ def run_closed_loop(
             if config.online:
                 # Posting tries to queue the worker's job; there is none here (the loop runs it itself).
                 logging.getLogger("app.storage.session").setLevel(logging.ERROR)
-                tenant_id = new_tenant("online")
+                if config.online_seed:
+                    subset = train_subset(train, config.online_seed)
+                    echo(f"[eval] learning the online library's seed: {len(subset)} recorded runs")
+                    seeded = eval_library.learn(
+                        factory, subset, embedder=embedder, settings=settings, echo=echo, tenant_name="online"
+                    )
+                    tenant_id = seeded.tenant_id
+                else:
+                    tenant_id = new_tenant("online")
                 with _client(base_url, eval_library.agent_key(factory, tenant_id)) as client:
 
                     def one(index: int, spec: EpisodeSpec, client: Client = client) -> EpisodeResult:
@@ -502,11 +521,16 @@ def scienceworld_games(
 
 
 def agent_of(settings: Settings, llm: bool) -> Agent:
-    """The rule agent, or with `llm` a chat model behind the `SKILLFOUNDRY_LLM_*` endpoint."""
-    from app.evolver.closed_loop import LLMAgent, RuleAgent, openai_chat
+    """The rule agent, or with `llm` a chat model behind the `SKILLFOUNDRY_LLM_*` endpoint.
 
+    The rule agent judges values the library never saw by their kinship (embedding cosine) to seen ones.
+    """
+    from app.embedding import get_embedder
+    from app.evolver.closed_loop import LLMAgent, RuleAgent, embedding_kinship, openai_chat
+
+    rules = RuleAgent(kin=embedding_kinship(get_embedder()))
     if not llm:
-        return RuleAgent()
+        return rules
     if not settings.llm_base_url:
         raise ValueError("--llm needs SKILLFOUNDRY_LLM_BASE_URL (an OpenAI-compatible endpoint)")
     chat = openai_chat(
@@ -516,7 +540,7 @@ def agent_of(settings: Settings, llm: bool) -> Agent:
         timeout_s=settings.llm_timeout_s,
         max_retries=settings.llm_max_retries,
     )
-    return LLMAgent(chat)
+    return LLMAgent(chat, rules)
 
 
 def run_scienceworld(

@@ -7,7 +7,7 @@ import random
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -20,8 +20,9 @@ from app.api.deps import get_app_settings
 from app.api.routes.retrieve import get_log_sessions
 from app.config import Settings
 from app.embedding import SentenceTransformerEmbedder, get_embedder
-from app.evaluation_loop import LoopConfig, evolve_in_process, play_one, train_subset
+from app.evaluation_loop import DOMAIN, LoopConfig, evolve_in_process, play_one, run_closed_loop, train_subset
 from app.evolver.closed_loop import (
+    PLAN_STALL,
     EpisodeResult,
     EpisodeSpec,
     EpisodeState,
@@ -33,6 +34,7 @@ from app.evolver.closed_loop import (
     avoided,
     bind,
     by_task,
+    embedding_kinship,
     explore,
     fill,
     hints_of,
@@ -208,6 +210,87 @@ class TestFill:
         )
         assert pitfalls_of(body, "s1") == (Hint("s1", "avoid", "focus on <other:object>"),)
 
+    def test_each_step_of_a_composite_line_keeps_its_own_examples(self) -> None:
+        body = (
+            "---\nname: s\ndescription: Plan.\n---\n\n## Procedure\n\n"
+            "1. Use the [walk](../walk/SKILL.md) skill: `go to <object>` (`<object>` varies by task; e.g. "
+            "hallway, kitchen), then `look around`, then `focus on <object>` (`<object>` varies by task; "
+            "e.g. dove, blue jay).\n"
+        )
+        assert plan_of(body) == (
+            PlanStep("go to <object>", frozenset({"hallway", "kitchen"})),
+            PlanStep("look around"),
+            PlanStep("focus on <object>", frozenset({"dove", "blue jay"})),
+        )
+
+
+def _kin(value: str, seen: frozenset[str]) -> float:
+    """A stand-in kinship: animals are akin to animals, nothing else to anything."""
+    animals = {"dove", "blue jay", "turtle", "egg turtle", "parrot"}
+    return 0.8 if value in animals and seen & animals else 0.1
+
+
+ROOMS = frozenset({"hallway", "kitchen", "living room", "outside"})
+
+
+class TestTypedFills:
+    def test_a_place_never_fills_a_slot_seen_with_things(self) -> None:
+        valid = ["focus on living room", "focus on turtle", "go to kitchen"]
+        fills = fill("focus on <object>", valid, ANIMAL, known=frozenset({"dove"}), places=ROOMS)
+        assert [f.action for f in fills] == ["focus on turtle"]
+        # Seen with places, places are fine.
+        fills = fill("go to <object>", valid, ANIMAL, known=frozenset({"hallway"}), places=ROOMS)
+        assert [f.action for f in fills] == ["go to kitchen"]
+
+    def test_task_slot_prefers_the_thing_over_its_room(self) -> None:
+        valid = ["move dove to kitchen", "move dove to red box"]
+        fills = fill("move dove to <task:object>", valid, ANIMAL, places=ROOMS)
+        assert [(f.action, f.rank) for f in fills] == [
+            ("move dove to red box", 0),
+            ("move dove to kitchen", 0),
+        ]
+        # Seen with a thing, the room is out.
+        fills = fill("move dove to <task:object>", valid, ANIMAL, known=frozenset({"blue box"}), places=ROOMS)
+        assert [f.action for f in fills] == ["move dove to red box"]
+
+    def test_an_object_slot_never_takes_what_the_task_names(self) -> None:
+        valid = ["focus on red box", "focus on turtle"]
+        fills = fill("focus on <object>", valid, ANIMAL, known=frozenset({"dove"}), places=ROOMS)
+        assert [f.action for f in fills] == ["focus on turtle"]
+
+    def test_kinship_ranks_unseen_values_and_gates_categories(self) -> None:
+        valid = ["focus on rock", "focus on egg turtle", "focus on dove"]
+        fills = fill("focus on <object>", valid, ANIMAL, known=frozenset({"blue jay"}), kin=_kin)
+        assert [(f.action, f.rank, f.fit) for f in fills] == [
+            ("focus on egg turtle", 1, 0.8),
+            ("focus on dove", 1, 0.8),
+            ("focus on rock", 1, 0.1),
+        ]
+        animals = {"animal": frozenset({"blue jay"})}
+        fills = fill("focus on <task:animal>", valid, ANIMAL, categories=animals, kin=_kin)
+        assert "focus on rock" not in [f.action for f in fills]  # not akin enough to be an animal
+        pitfall = Hint("s1", "avoid", "focus on <other:object>")
+        assert avoided("focus on egg turtle", [pitfall], ANIMAL, animals, _kin) is None
+        assert avoided("focus on rock", [pitfall], ANIMAL, animals, _kin) == pitfall
+
+    def test_a_recorded_qualifier_may_be_left_out(self) -> None:
+        valid = ["move turtle to red box", "move turtle to kitchen"]
+        fills = fill(
+            "move <object> in inventory to <task:object>",
+            valid,
+            ANIMAL,
+            known=frozenset({"turtle"}),
+            places=ROOMS,
+        )
+        assert [f.action for f in fills] == ["move turtle to red box"]
+
+    def test_embedding_kinship_knows_an_animal_from_a_tool(self) -> None:
+        kin = embedding_kinship(get_embedder())
+        seen = frozenset({"egg giant tortoise", "parrot", "blue jay"})
+        assert kin("turtle", seen) > kin("axe", seen)
+        assert kin("parrot", seen) == pytest.approx(1.0, abs=1e-3)
+        assert kin("turtle", frozenset()) == 0.0
+
 
 # --- the agent --------------------------------------------------------------------------------------
 
@@ -260,6 +343,56 @@ class TestPolicy:
         obs = Observation("This room is called the garden.", ("focus on rock",))
         choice = RuleAgent().choose(ANIMAL, obs, [Hint("e1", "do", "focus on <object>")], state)
         assert choice.source == "random"  # the only action left, though warned against
+
+    def test_a_place_to_reach_holds_the_plan_back(self) -> None:
+        agent = RuleAgent(kin=_kin)
+        state = _state("This room is called the hallway.")
+        state.plan = (
+            PlanStep("go to outside"),
+            PlanStep("look around"),
+            PlanStep("focus on <object>", frozenset({"dove"})),
+        )
+        state.places |= ROOMS
+        valid = ("look around", "go to kitchen", "teleport to outside", "focus on picture")
+        obs = Observation("This room is called the hallway.", valid)
+        # `go to outside` is not possible here: no focus yet; the agent heads for the place.
+        assert [s.template for s in state.window()] == ["go to outside"]
+        choice = agent.choose(ANIMAL, obs, [], state)
+        assert (choice.action, choice.source) == ("teleport to outside", "explore")
+        state.acted(choice.action)
+        state.see(
+            Observation("This outside location is called the outside.", ("look around", "focus on turtle"))
+        )
+        # Outside, the literal step is done; the agent looks around, then focuses on the animal.
+        assert state.plan_pos == 1 and [s.template for s in state.window()][:1] == ["look around"]
+        obs = Observation("This outside location is called the outside.", ("look around", "focus on turtle"))
+        assert agent.choose(ANIMAL, obs, [], state).action == "look around"
+        state.acted("look around")
+        assert agent.choose(ANIMAL, obs, [], state).action == "focus on turtle"
+
+    def test_a_plan_stalled_on_a_place_lets_the_agent_go_on(self) -> None:
+        state = _state()
+        state.plan = (PlanStep("go to outside"), PlanStep("focus on <object>"))
+        state.places |= ROOMS
+        assert [s.template for s in state.window()] == ["go to outside"]
+        state.stalled = PLAN_STALL
+        assert [s.template for s in state.window()] == ["go to outside", "focus on <object>"]
+
+    def test_a_risky_action_that_paid_is_not_risked_again_and_its_value_carries_on(self) -> None:
+        agent = RuleAgent(kin=_kin)
+        state = _state("This outside location is called the outside.")
+        state.plan = (PlanStep("focus on <object>", frozenset({"dove"})), PlanStep("pick up <object>"))
+        state.pitfalls = (Hint("s1", "avoid", "focus on <other:object>"),)
+        state.categories = {"animal": frozenset({"dove"})}  # the pitfall spares animals
+        valid = ("focus on turtle", "focus on parrot", "pick up turtle", "pick up rock")
+        obs = Observation("This outside location is called the outside.", valid)
+        choice = agent.choose(ANIMAL, obs, [], state)
+        assert choice.action == "focus on turtle"
+        state.acted(choice.action)
+        state.see(replace(obs, score=0.5))  # it raised the score
+        assert state.spent == {"focus on <other:object>"} and "turtle" in state.gained
+        choice = agent.choose(ANIMAL, replace(obs, score=0.5), [], state)
+        assert choice.action == "pick up turtle"  # the focused animal, not another focus
 
     def test_llm_reply_parsing(self) -> None:
         valid = ["go to kitchen", "go to kitchen table", "look around"]
@@ -454,3 +587,20 @@ def test_scienceworld_episode_smoke() -> None:
     finally:
         world.close()
     assert result.steps == 3 and 0.0 <= result.score <= 1.0
+
+
+def test_every_condition_end_to_end_on_a_tiny_world(settings: Settings) -> None:
+    """The whole harness on `Garden`: a scratch database, the API over HTTP, the conditions, online."""
+    train = [{**gold_run(v), "domain": DOMAIN} for v in range(3)]  # the domain the harness's agent asks for
+    config = LoopConfig(task_types=("garden",), train_sizes=(1,), max_steps=6, online_seed=1)
+    specs = [EpisodeSpec("garden", 10), EpisodeSpec("garden", 11)]
+    report = run_closed_loop(
+        settings, train, config, games=lambda _: Garden(), specs=specs, agent=RuleAgent()
+    )
+    assert [c.name for c in report.conditions] == ["empty", "train-1"]
+    learnt = report.conditions[1]
+    assert learnt.library["train_runs"] == 1 and all(r.success for r in learnt.results)
+    # Online from the train-1 library: guided from the first episode, and each run posted and learnt from.
+    assert report.config["online_seed"] == 1 and len(report.online) == 2
+    assert report.online[0].result.success
+    assert all(s.result.trajectory_id and "experiences" in s.evolved for s in report.online)

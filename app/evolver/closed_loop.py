@@ -3,20 +3,27 @@
 The agent needs no LLM (`RuleAgent`). At every step it asks /v1/retrieve (task, current observation,
 session id, step) through the Python client's `AgentSession`, then acts:
 
-1. it drops every valid action that a listed `avoid` experience matches (`avoided`);
+1. it drops every valid action that a listed `avoid` experience or the strategy's Pitfalls match
+   (`avoided`), and, once a warned-against kind of action has raised the score (`focus on` the right
+   thing), every further action of that kind;
 2. it *fills* templates from the environment's valid actions (`fill`): a valid action fills a template
    when it instantiates it (literal words equal; `<task:object>` by words of the task; `<task:animal>`
-   by anything if the task names animals; `<object>` by anything). A fill whose slot values the library
-   has seen (the experience's example and slot examples, a procedure step's "e.g." list) ranks 0, one
-   it has not seen ranks 1; `<other:object>` in an `avoid` matches only values the task does not name
-   (its words, or known values of a category slot the task names);
+   by anything if the task names animals; `<object>` by anything). Slots are typed by the values the
+   library has seen in them (the experience's example and slot examples, a procedure step's "e.g."
+   list, and what the agent's own score-raising steps used): a place never fills a slot seen with
+   things, `<object>` never takes what the task names, and a value never seen ranks by its *kinship*
+   to the seen ones (`Kinship`: embedding cosine, `turtle` is like `tortoise`, not like `axe`);
+   `<other:object>` in an `avoid` matches only values the task does not name (its words, or values
+   of a category slot the task names, seen or akin);
 3. it prefers, in this order: a `do` experience's fill that is also a next step of the session's pinned
-   strategy skill (its procedure, when the tier serves the body); a known fill of a next procedure
-   step; a known fill of a `do` experience (answer order); an unknown one; an unknown fill of a
-   procedure step; then the fixed exploration policy (`explore`): look around a room not yet looked
-   at, open a door not yet opened, go to a room not yet visited, else a random valid action
-   (seeded per episode). An action already taken in the same room is not taken again unless nothing
-   else is left.
+   strategy skill (its procedure, when the tier serves the body); the first next procedure step with a
+   sure fill (seen values, or unseen ones akin enough); a sure fill of a `do` experience (answer
+   order); any fill of a procedure step; then the fixed exploration policy (`explore`): head for a
+   place the next steps name, look around a room not yet looked at, open a door not yet opened, go
+   (or teleport) to a room not yet visited, else a random valid action (seeded per episode). The next
+   steps never reach past a literal step naming a place not reached yet (`go to outside` comes before
+   `focus on <object>`) unless the plan has stalled there. An action already taken in the same room
+   is not taken again unless nothing else is left.
 
 Each step is recorded with its reward, error and the ids of the items it used (the `do` experience,
 the strategy skill), and the episode can be posted back as a trajectory (`AgentSession.finish`).
@@ -37,11 +44,15 @@ from dataclasses import dataclass, field, replace
 from statistics import fmean
 from typing import TYPE_CHECKING, Any, Protocol
 
+import numpy as np
+
 from app import skill_md
 
 if TYPE_CHECKING:
     from skillfoundry_client import AgentSession
     from skillfoundry_client.models import RetrievedItem
+
+    from app.embedding import Embedder
 
 DO, AVOID = "do", "avoid"
 LOOK = "look around"
@@ -49,6 +60,10 @@ PLAN_WINDOW = 3  # procedure steps ahead of the agent's place that it may take
 GUIDED_REPEATS = 1  # a guided action is not repeated in the same room
 RANDOM_REPEATS = 2
 MAX_PROMPT_ACTIONS = 150
+KIN_THRESHOLD = 0.5  # cosine to the nearest seen value at which an unseen value counts as one of its kind
+PLAN_STALL = 6  # steps the plan may wait on a literal step before the agent may skip it
+_MOVES = ("go to ", "teleport to ")
+_PLACE_VERBS = (*_MOVES, "open door to ", "close door to ")
 
 _STEP_LINE = re.compile(r"^\s*\d+[.)]\s+(?P<body>.*)$")
 _CODE_SPAN = re.compile(r"`(?P<code>[^`\n]+)`")
@@ -56,6 +71,7 @@ _EXAMPLES = re.compile(r"e\.g\.\s*(?P<list>[^)]*)\)")
 _CATEGORY = re.compile(r"<task:(?P<category>[a-z0-9][a-z0-9-]*)>")
 _ROOM = re.compile(r"This (?:room|outside location) is called the (?P<room>[^.\n]+)\.", re.IGNORECASE)
 _PUNCTUATION = ".,;:!?\"'()`"
+_QUALIFIER = re.compile(r" in [a-z]+(?= )")  # `in inventory`, a literal qualifier before the next word
 
 
 # --- environments -----------------------------------------------------------------------------------
@@ -148,12 +164,17 @@ def bind(template: str, action: str, task: str) -> Binding | None:
     return walk(0, 0)
 
 
-def _named(filler: str, task: str, categories: Mapping[str, frozenset[str]]) -> bool:
-    """Whether the task names `filler`: its words, or a known value of a category the task names."""
+def _named(
+    filler: str, task: str, categories: Mapping[str, frozenset[str]], kin: Kinship | None = None
+) -> bool:
+    """Whether the task names `filler`: its words, or a value of a category it names (seen, or akin)."""
     task_words = _words(task)
     if _words(filler) <= task_words:
         return True
-    return any(filler in values for category, values in categories.items() if category in task_words)
+    named = [values for category, values in categories.items() if category in task_words and values]
+    if any(filler in values for values in named):
+        return True
+    return kin is not None and any(kin(filler, values) >= KIN_THRESHOLD for values in named)
 
 
 @dataclass(frozen=True)
@@ -220,16 +241,16 @@ def plan_of(skill_md_text: str) -> tuple[PlanStep, ...]:
         if match is None:
             continue
         body = match.group("body")
-        examples = _EXAMPLES.search(body)
-        known = frozenset(
-            e.strip().lower() for e in (examples.group("list").split(",") if examples else []) if e.strip()
-        )
-        for span in _CODE_SPAN.finditer(body):
-            if body[: span.start()].endswith("("):
-                continue  # a slot note names a slot, not a step
+        # Code spans are steps; a slot note ("(`<object>` varies by task ...") is not.
+        spans = [m for m in _CODE_SPAN.finditer(body) if not body[: m.start()].endswith("(")]
+        for n, span in enumerate(spans):
+            # A step's examples are those noted after it, before the next step of the line.
+            end = spans[n + 1].start() if n + 1 < len(spans) else len(body)
+            examples = _EXAMPLES.search(body, span.end(), end)
+            listed = examples.group("list").split(",") if examples else []
             template = " ".join(span.group("code").split())
             if template:
-                steps.append(PlanStep(template, known))
+                steps.append(PlanStep(template, frozenset(e.strip().lower() for e in listed if e.strip())))
     return tuple(steps)
 
 
@@ -239,6 +260,44 @@ class Fill:
 
     action: str
     rank: int  # 0: literal, task-filled or seen values; 1: some value never seen
+    fit: float = 1.0  # the weakest slot's likeness to the values seen there (1: seen or from the task)
+
+
+# How much a value is like some seen ones: the cosine to the nearest, in [-1, 1] (see `embedding_kinship`).
+Kinship = Callable[[str, frozenset[str]], float]
+
+
+def _slot_fit(
+    kind: str,
+    category: str,
+    filler: str,
+    task_words: set[str],
+    known: frozenset[str],
+    categories: Mapping[str, frozenset[str]],
+    places: frozenset[str],
+    kin: Kinship | None,
+) -> tuple[bool, float] | None:
+    """Whether a slot value was seen (or comes from the task) and how well it fits; None if it cannot.
+
+    A place never fills a slot whose seen values are all things (`focus on <object>` seen with dove and
+    blue jay is not `focus on living room`). An unseen value is scored by its kinship to the seen things;
+    a category slot (`<task:animal>`) takes it only at `KIN_THRESHOLD` or above.
+    """
+    seen = categories.get(category, known) if kind == "category" else known
+    if filler in places and seen and not seen & places:
+        return None
+    if kind == "any" and seen and not seen & places and filler not in seen and _words(filler) <= task_words:
+        return None  # the distiller writes a thing the task names as `<task:object>`: `<object>` is another
+    if kind == "task":
+        # From the task's own words; a place only after the things it names, unless places were seen.
+        return True, 1.0 if filler not in places or seen & places else 0.9
+    if filler in seen:
+        return True, 1.0
+    things = seen - places
+    likeness = kin(filler, things) if kin is not None and things else 0.0
+    if kind == "category" and kin is not None and likeness < KIN_THRESHOLD:
+        return None
+    return False, likeness
 
 
 def fill(
@@ -249,26 +308,40 @@ def fill(
     known: frozenset[str] = frozenset(),
     categories: Mapping[str, frozenset[str]] = {},  # noqa: B006 - read only
     example: str = "",
+    places: frozenset[str] = frozenset(),
+    kin: Kinship | None = None,
 ) -> list[Fill]:
-    """The valid actions that instantiate `template`, best first (rank, then the valid list's order)."""
+    """The valid actions that instantiate `template`, best first (rank, fit, then the valid list's order)."""
+    task_words = _words(task)
     out: list[Fill] = []
+    # A qualifier the recorded run needed (`move <object> in inventory to ...`) may be left out here.
+    relaxed = _QUALIFIER.sub("", template)
     for action in valid:
         binding = bind(template, action, task)
+        if binding is None and relaxed != template:
+            binding = bind(relaxed, action, task)
         if binding is None:
             continue
-        rank = 0
-        if action.lower() != example:
-            for kind, category, filler in binding:
-                if kind == "category" and filler not in categories.get(category, known):
-                    rank = 1
-                elif kind in ("any", "other") and filler not in known:
-                    rank = 1
-        out.append(Fill(action, rank))
-    return sorted(out, key=lambda f: f.rank)
+        if action.lower() == example:
+            out.append(Fill(action, 0))
+            continue
+        fits = [
+            _slot_fit(kind, cat, filler, task_words, known, categories, places, kin)
+            for kind, cat, filler in binding
+        ]
+        if any(f is None for f in fits):
+            continue
+        sure = [f for f in fits if f is not None]
+        out.append(Fill(action, 0 if all(s for s, _ in sure) else 1, min((v for _, v in sure), default=1.0)))
+    return sorted(out, key=lambda f: (f.rank, -f.fit))
 
 
 def avoided(
-    action: str, avoids: Iterable[Hint], task: str, categories: Mapping[str, frozenset[str]]
+    action: str,
+    avoids: Iterable[Hint],
+    task: str,
+    categories: Mapping[str, frozenset[str]],
+    kin: Kinship | None = None,
 ) -> Hint | None:
     """The first `avoid` experience that matches `action`, if any.
 
@@ -278,7 +351,7 @@ def avoided(
         binding = bind(hint.template, action, task)
         if binding is None:
             continue
-        if all(not _named(filler, task, categories) for kind, _, filler in binding if kind == "other"):
+        if all(not _named(filler, task, categories, kin) for kind, _, filler in binding if kind == "other"):
             return hint
     return None
 
@@ -307,6 +380,13 @@ class EpisodeState:
     plan_pos: int = 0
     strategy_id: str | None = None
     categories: dict[str, frozenset[str]] = field(default_factory=dict)  # known category values
+    places: set[str] = field(default_factory=set)  # rooms seen or reachable: never things to act on
+    stalled: int = 0  # choices made since the plan last moved on
+    risky: set[str] = field(default_factory=set)  # templates an `avoid` or a pitfall warned against
+    spent: set[str] = field(default_factory=set)  # risky templates already taken for a gain: done with
+    score: float = 0.0
+    last_action: str | None = None
+    gained: set[str] = field(default_factory=set)  # slot values of the plan's steps that raised the score
 
     @classmethod
     def start(cls, seed: int | str, observation: Observation) -> EpisodeState:
@@ -315,28 +395,82 @@ class EpisodeState:
         return state
 
     def see(self, observation: Observation) -> None:
+        if self.last_action is not None and observation.score > self.score:
+            # A risky kind of action paid off (`focus on` the right thing): another could only lose it.
+            self.spent |= {t for t in self.risky if _fits_task_step(t, self.last_action)}
+            # What it was done with is what the next steps are about (`pick up` the animal focused on).
+            for step in self.plan:
+                binding = bind(re.sub(r"<[^>]+>", "<object>", step.template), self.last_action, "")
+                self.gained |= {filler for _, _, filler in binding or () if filler not in self.places}
+        self.score = observation.score
         room = room_of(observation.text)
         if room is not None:
             self.room = room
             self.visited.add(room)
+            self.places.add(room)
+        for action in observation.valid:
+            for verb in _PLACE_VERBS:
+                place = action.lower().removeprefix(verb)
+                if place != action.lower() and not place.startswith("door"):
+                    self.places.add(place)
+        self._settle()
 
     def times(self, action: str) -> int:
         return self.tried[self.room, action]
 
     def acted(self, action: str) -> None:
         """Book an action before its observation is seen."""
+        window = self._window()
+        self.last_action = action
         self.tried[self.room, action] += 1
         if action == LOOK and self.room is not None:
             self.looked.add(self.room)
         if action.startswith("open door to "):
             self.opened.add(action.removeprefix("open door to "))
-        # A procedure step the action takes moves the agent's place in the plan past it.
-        for offset, step in enumerate(self.plan[self.plan_pos : self.plan_pos + PLAN_WINDOW]):
-            if _fits_task_step(step.template, action):
-                self.plan_pos += offset + 1
+        # A procedure step of the window that the action takes moves the agent's place in the plan past it.
+        for pos in window:
+            if _fits_task_step(self.plan[pos].template, action):
+                self.plan_pos = pos + 1
+                self.stalled = 0
                 break
+        self._settle()
+
+    def window(self) -> tuple[PlanStep, ...]:
+        """The procedure steps the agent may take next.
+
+        Up to `PLAN_WINDOW` steps not yet done, but never past a literal step that names a place not
+        reached yet (`go to outside` before `focus on <object>`), unless the plan has waited on it for
+        `PLAN_STALL` choices. A literal step is done where it names the current room or was taken in it.
+        """
+        return tuple(self.plan[pos] for pos in self._window())
+
+    def _done(self, template: str) -> bool:
+        """A literal step names the current room (`go to outside`, outside) or was taken in it."""
+        here = self.room is not None and template.lower().endswith(" " + self.room)
+        return "<" not in template and (here or self.times(template) > 0)
+
+    def _settle(self) -> None:
+        """Move the agent's place in the plan past literal steps already done."""
+        while self.plan_pos < len(self.plan) and self._done(self.plan[self.plan_pos].template):
+            self.plan_pos += 1
+            self.stalled = 0
+
+    def _window(self) -> list[int]:
+        out: list[int] = []
+        for pos in range(self.plan_pos, len(self.plan)):
+            if len(out) == PLAN_WINDOW:
+                break
+            template = self.plan[pos].template
+            if self._done(template):
+                continue
+            out.append(pos)
+            barrier = "<" not in template and any(template.lower().endswith(" " + p) for p in self.places)
+            if barrier and self.stalled < PLAN_STALL:
+                break  # a place to reach first
+        return out
 
     def learn(self, hints: Iterable[Hint]) -> None:
+        self.risky |= {h.template for h in (*self.pitfalls, *hints) if h.polarity == AVOID}
         for hint in hints:
             for category, values in hint.categories.items():
                 self.categories[category] = self.categories.get(category, frozenset()) | values
@@ -357,21 +491,54 @@ class Choice:
     source: str = "explore"
 
 
-def explore(valid: Sequence[str], state: EpisodeState, allowed: Callable[[str], bool]) -> Choice:
-    """The fixed exploration policy: look around, open doors, go to unvisited rooms, then a random action."""
+def explore(
+    valid: Sequence[str],
+    state: EpisodeState,
+    allowed: Callable[[str], bool],
+    goals: frozenset[str] = frozenset(),
+) -> Choice:
+    """The fixed exploration policy: head for a goal place, look around, open doors, go to unvisited
+    rooms (walking, then teleporting where the world allows it), then a random action.
+
+    `goals` are the places the next procedure steps name (`go to outside` when no door to it is here).
+    """
     fresh = [a for a in valid if allowed(a) and state.times(a) == 0]
+    for action in sorted(fresh):
+        verb = next((v for v in _MOVES if action.startswith(v)), None)
+        if verb is not None and action.removeprefix(verb) in goals - {state.room}:
+            return Choice(action, source="explore")
     if state.room is not None and state.room not in state.looked and LOOK in fresh:
         return Choice(LOOK, source="explore")
     for action in sorted(fresh):
         if action.startswith("open door to ") and action.removeprefix("open door to ") not in state.opened:
             return Choice(action, source="explore")
-    for action in sorted(fresh):
-        place = action.removeprefix("go to ")
-        if action.startswith("go to ") and not place.startswith("door") and place not in state.visited:
-            return Choice(action, source="explore")
+    for verb in _MOVES:
+        for action in sorted(fresh):
+            place = action.removeprefix(verb)
+            if action.startswith(verb) and not place.startswith("door") and place not in state.visited:
+                return Choice(action, source="explore")
     pool = sorted(a for a in valid if allowed(a) and state.times(a) < RANDOM_REPEATS)
     pool = pool or sorted(a for a in valid if allowed(a)) or sorted(valid) or [LOOK]
     return Choice(state.rng.choice(pool), source="random")
+
+
+def embedding_kinship(embedder: Embedder) -> Kinship:
+    """Kinship as the cosine of sentence embeddings (`turtle` is like `tortoise`, not like `axe`)."""
+    vectors: dict[str, np.ndarray] = {}
+
+    def vector(texts: Sequence[str]) -> np.ndarray:
+        missing = sorted({t for t in texts if t not in vectors})
+        for text, v in zip(missing, embedder.embed_documents(missing) if missing else [], strict=True):
+            a = np.asarray(v, dtype=np.float32)
+            vectors[text] = a / (float(np.linalg.norm(a)) or 1.0)
+        return np.stack([vectors[t] for t in texts])
+
+    def kin(value: str, seen: frozenset[str]) -> float:
+        if not seen:
+            return 0.0
+        return float((vector(sorted(seen)) @ vector([value])[0]).max())
+
+    return kin
 
 
 class Agent(Protocol):
@@ -383,7 +550,17 @@ class Agent(Protocol):
 
 
 class RuleAgent:
-    """The agent that needs no LLM: the library's guidance, filled from the valid actions; else explore."""
+    """The agent that needs no LLM: the library's guidance, filled from the valid actions; else explore.
+
+    With `kin` it also uses values the library never saw when they resemble seen ones (`Kinship`).
+    """
+
+    def __init__(self, kin: Kinship | None = None) -> None:
+        self.kin = kin
+
+    def _sure(self, f: Fill) -> bool:
+        """Seen values, or (with kinship) unseen ones akin enough to them."""
+        return f.rank == 0 or (self.kin is not None and f.fit >= KIN_THRESHOLD)
 
     def choose(
         self,
@@ -400,30 +577,48 @@ class RuleAgent:
 
         def allowed(action: str) -> bool:
             if action not in allowed_cache:
-                allowed_cache[action] = avoided(action, avoids, task, state.categories) is None
+                spent = any(_fits_task_step(t, action) for t in state.spent)
+                allowed_cache[action] = (
+                    not spent and avoided(action, avoids, task, state.categories, self.kin) is None
+                )
             return allowed_cache[action]
 
         valid = list(observation.valid)
+        places = frozenset(state.places)
 
         def fills(template: str, known: frozenset[str], example: str = "") -> list[Fill]:
-            found = fill(template, valid, task, known=known, categories=state.categories, example=example)
+            found = fill(
+                template,
+                valid,
+                task,
+                known=known,
+                categories=state.categories,
+                example=example,
+                places=places,
+                kin=self.kin,
+            )
             return [f for f in found if state.times(f.action) < GUIDED_REPEATS and allowed(f.action)]
 
-        window = state.plan[state.plan_pos : state.plan_pos + PLAN_WINDOW]
-        plan_fills = [f for step in window for f in fills(step.template, step.known)]
+        window = state.window()
+        state.stalled += 1
+        gained = frozenset(state.gained)
+        # In window order; each step's fills best first.
+        plan_fills = [f for step in window for f in fills(step.template, step.known | gained)]
         plan_actions = {f.action for f in plan_fills}
         strategy = (state.strategy_id,) if state.strategy_id and window else ()
+        # A `do` from a nearby situation takes an unseen value only if it is akin to the seen ones.
         do_fills = [
             (hint, f)
             for hint in hints
             if hint.polarity == DO
-            for f in fills(hint.template, hint.known, hint.example)
+            for f in fills(hint.template, hint.known | gained, hint.example)
+            if self._sure(f)
         ]
         for hint, f in do_fills:
             if f.action in plan_actions:
                 return Choice(f.action, (hint.id, *strategy), "plan+do")
         for f in plan_fills:
-            if f.rank == 0:
+            if self._sure(f):
                 return Choice(f.action, strategy, "plan")
         for rank in (0, 1):
             for hint, f in do_fills:
@@ -431,7 +626,16 @@ class RuleAgent:
                     return Choice(f.action, (hint.id,), "do")
         if plan_fills:
             return Choice(plan_fills[0].action, strategy, "plan")
-        return explore(valid, state, allowed)
+        # Places the next steps name: literally (`go to outside`) or by task words (`go to <task:object>`).
+        task_words = _words(task)
+        goals = frozenset(
+            p
+            for step in window
+            for p in places
+            if step.template.lower().endswith(" " + p)
+            or ("<task:" in step.template and _words(p) <= task_words)
+        )
+        return explore(valid, state, allowed, goals)
 
 
 # --- the LLM agent ----------------------------------------------------------------------------------
@@ -497,7 +701,8 @@ class LLMAgent:
     ) -> Choice:
         state.learn(hints)
         avoids = [*state.pitfalls, *(h for h in hints if h.polarity == AVOID)]
-        actions = [a for a in observation.valid if avoided(a, avoids, task, state.categories) is None]
+        kin = self._fallback.kin
+        actions = [a for a in observation.valid if avoided(a, avoids, task, state.categories, kin) is None]
         reply = self._chat(llm_messages(task, observation, prompt, state.plan, actions[:MAX_PROMPT_ACTIONS]))
         action = parse_action(reply, actions)
         if action is None:

@@ -32,6 +32,7 @@ from app.retrieval import search as search_module
 from app.retrieval.search import (
     QueryVector,
     SearchConfig,
+    SearchFilters,
     SearchQuery,
     content_words,
     ef_search,
@@ -856,6 +857,109 @@ class TestSearchParts:
             assert same, row
 
 
+class TestPreparedSearch:
+    """The search runs as a prepared statement, planned once per connection and shape."""
+
+    @staticmethod
+    def _query(lib: Library, embedder: SentenceTransformerEmbedder, **changes: Any) -> SearchQuery:
+        key = normalize_observation(KITCHEN)
+        values: dict[str, Any] = {
+            "tenant_id": lib.tenant.id,
+            "embedding": QueryVector.of(embedder.embed_query(key)),
+            "task_embedding": QueryVector.of(embedder.embed_query(TASK)),
+            "terms": content_words([key, TASK], 12),
+            "top_k": 8,
+        }
+        return SearchQuery(**(values | changes))
+
+    @staticmethod
+    def _plans(db: Session) -> dict[str, tuple[int, int]]:
+        """Generic and custom plans so far of the search statements the connection holds."""
+        rows = db.execute(
+            text(
+                "SELECT name, generic_plans, custom_plans FROM pg_prepared_statements"
+                " WHERE statement LIKE '%exp_vec AS%'"
+            )
+        )
+        return {name: (generic, custom) for name, generic, custom in rows}
+
+    def test_answers_what_the_literal_text_answers(
+        self, db: Session, lib: Library, embedder: SentenceTransformerEmbedder
+    ) -> None:
+        """For every shape, the prepared statement's rows are those of the SELECT with literals."""
+        config = SearchConfig()
+        shapes: list[dict[str, Any]] = [
+            {},
+            {"terms": ()},
+            {"session_id": "run-1", "include_body": True},
+            {"filters": SearchFilters(domain="kitchen", level="atomic", polarity="do")},
+            {"filters": SearchFilters(domain="kitchen"), "top_k": 30},
+        ]
+        driver = db.connection().connection.driver_connection
+        assert driver is not None
+        for changes in shapes:
+            query = self._query(lib, embedder, **changes)
+            with driver.cursor() as cursor:
+                cursor.execute(search_module.build(query, config).as_string(driver))
+                while cursor.description is None and cursor.nextset():
+                    pass
+                literal = search_module._parse(cursor.fetchall())
+            assert search_module.search(db, query, config) == literal, changes
+            assert search_module.search(db, query, config) == literal, changes
+        assert literal.candidates
+
+    def test_prepares_a_shape_once_with_a_generic_plan(
+        self, db: Session, lib: Library, embedder: SentenceTransformerEmbedder
+    ) -> None:
+        """Other values of one shape reuse its statement and its one generic plan."""
+        config = SearchConfig()
+        search_module.search(db, self._query(lib, embedder), config)
+        before = self._plans(db)
+        for observation in ("You are in the hallway.", "A locked door.", "The sink is full."):
+            vector = QueryVector.of(embedder.embed_query(normalize_observation(observation)))
+            search_module.search(db, self._query(lib, embedder, embedding=vector), config)
+        after = self._plans(db)
+        assert after.keys() == before.keys()
+        changed = {name: plans for name, plans in after.items() if plans != before[name]}
+        assert len(changed) == 1
+        [(name, (generic, custom))] = changed.items()
+        assert generic == before[name][0] + 3
+        assert custom == before[name][1] == 0
+
+    def test_database_errors_are_sqlalchemy_errors(
+        self, db: Session, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A failing search raises what SQLAlchemy raises, so the app's database error handling applies."""
+        monkeypatch.setattr(
+            search_module,
+            "statement",
+            lambda *_: search_module.Statement(sql.SQL("SELECT * FROM no_such_table"), {}, 40),
+        )
+        query = SearchQuery(tenant_id=uuid.uuid4(), embedding=[0.0] * 384, terms=(), top_k=1)
+        with pytest.raises(DBAPIError, match="no_such_table"):
+            search_module.search(db, query, SearchConfig())
+
+    def test_recovers_after_an_error(
+        self,
+        db: Session,
+        lib: Library,
+        embedder: SentenceTransformerEmbedder,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """After a failed search, the next one reads what the connection holds and answers."""
+        query = self._query(lib, embedder)
+        expected = search_module.search(db, query, SearchConfig())
+        with monkeypatch.context() as patch:
+            patch.setattr(
+                search_module,
+                "statement",
+                lambda *_: search_module.Statement(sql.SQL("SELECT * FROM no_such_table"), {}, 40),
+            )
+            with pytest.raises(DBAPIError, match="no_such_table"), db.begin_nested():
+                search_module.search(db, query, SearchConfig())
+        assert search_module.search(db, query, SearchConfig()) == expected
+
+
 class TestQueryEmbeddings:
     def test_keeps_the_vector_text_per_model_and_key(self) -> None:
         """One model call per (model, key); the entry is the pgvector text the search sends."""
@@ -910,12 +1014,3 @@ class _CountingEmbedder:
         seed = int.from_bytes(hashlib.sha256(f"{self.model_name}:{text}".encode()).digest()[:8], "big")
         vector = np.random.default_rng(seed).normal(size=384)
         return [float(x) for x in vector / np.linalg.norm(vector)]
-
-    def test_database_errors_are_sqlalchemy_errors(
-        self, db: Session, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        """A failing search raises what SQLAlchemy raises, so the app's database error handling applies."""
-        monkeypatch.setattr(search_module, "build", lambda *_: sql.SQL("SELECT * FROM no_such_table"))
-        query = SearchQuery(tenant_id=uuid.uuid4(), embedding=[0.0] * 384, terms=(), top_k=1)
-        with pytest.raises(DBAPIError, match="no_such_table"):
-            search_module.search(db, query, SearchConfig())

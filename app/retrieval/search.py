@@ -1,16 +1,25 @@
-"""Candidates for one retrieve call, from PostgreSQL in one round trip: pgvector HNSW, clusters, full text.
+"""Candidates for one retrieve call, from PostgreSQL: pgvector HNSW, clusters, full text.
 
-One SQL text, sent without bind parameters: psycopg then uses the simple query protocol, whose single
-message may hold several `;`-separated statements, so the whole search is one round trip:
+Two round trips (after psycopg's `BEGIN`, when the search opens the transaction):
 
-    SET LOCAL hnsw.ef_search = N; SET LOCAL hnsw.iterative_scan = relaxed_order; WITH ... SELECT ...
+    SET LOCAL hnsw.ef_search = N; SET LOCAL hnsw.iterative_scan = relaxed_order;
+    SET LOCAL plan_cache_mode = force_generic_plan
+    <the SELECT, a prepared statement with bind parameters>
 
-`SET` takes no bind parameters. psycopg's pipeline mode would also send the three statements in one
-round trip, with parameters, but it switches a connection SQLAlchemy owns into another mode; one
-message is simpler. The price is that every value is written into the text as a literal: the query
-vector from finite floats formatted here (once per embedding: `QueryVector`, which the service's cache
-keeps), ids and words through `psycopg.sql.Literal`, numbers from ints. Nothing a client sends is
-spliced in raw. Around the search, the request's transaction costs what every request's does: the
+Planning the SELECT with its values written in took PostgreSQL more CPU than some of its parts. With
+bind parameters, psycopg prepares it (`prepare=True`), once per connection and shape (filters given,
+text words or none, a session or none, body or not, limits) and again after a rollback (psycopg then
+drops its statements); PostgreSQL plans it once, for any values. That generic plan is forced
+(PostgreSQL would keep planning some shapes anew); like the hnsw settings, the setting holds for the
+rest of the transaction, where nothing else runs in the service. `SET` takes no parameters, and a
+SELECT with them cannot share a message with it: hence the second round trip, which costs far less
+than the planning. A pooler that moves sessions between server connections (pgbouncer in transaction
+mode) needs psycopg's prepared statements off, as with any prepared statement.
+
+The values: the query vector as pgvector text from finite floats formatted here (once per embedding:
+`QueryVector`, which the service's cache keeps), ids and words as parameters; numbers (limits) are
+written into the text, as part of the shape. `build` writes the same SELECT with literals for values,
+for `EXPLAIN`. Around the search, the request's transaction costs what every request's does: the
 pool's pre-ping, psycopg's `BEGIN` before the first statement, the commit.
 
 The SELECT gathers, as `UNION ALL` of CTEs each ranked by its own order:
@@ -29,7 +38,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -181,34 +190,78 @@ def _vector_text(value: Sequence[float] | QueryVector) -> str:
     return value.text if isinstance(value, QueryVector) else vector_literal(value)
 
 
+@dataclass(frozen=True)
+class Statement:
+    """The SELECT of one search with named bind parameters, their values, and its hnsw.ef_search."""
+
+    select: sql.Composable
+    params: Mapping[str, Any]
+    ef_search: int
+
+
+def statement(query: SearchQuery, config: SearchConfig) -> Statement:
+    """The search with bind parameters; its text depends only on the query's shape."""
+    params: dict[str, Any] = {}
+
+    def param(value: Any, cast: str) -> sql.Composable:
+        name = f"p{len(params)}"
+        params[name] = value
+        return sql.SQL("{}::{}").format(sql.Placeholder(name), sql.SQL(cast))
+
+    select = _select(query, config, param)
+    return Statement(select, params, ef_search(query.top_k, config.ef_search_floor))
+
+
 def build(query: SearchQuery, config: SearchConfig) -> sql.Composed:
-    """The whole SQL text: the two settings and the SELECT, with every value as a literal."""
+    """The whole SQL text, values as literals: the settings and the SELECT that `statement` prepares."""
+
+    def literal(value: Any, cast: str) -> sql.Composable:
+        return sql.SQL("{}::{}").format(sql.Literal(value), sql.SQL(cast))
+
+    return sql.SQL(";\n").join(
+        [
+            sql.SQL("SET LOCAL hnsw.ef_search = {}").format(
+                sql.Literal(ef_search(query.top_k, config.ef_search_floor))
+            ),
+            sql.SQL("SET LOCAL hnsw.iterative_scan = relaxed_order"),
+            _select(query, config, literal),
+        ]
+    )
+
+
+def _select(
+    query: SearchQuery, config: SearchConfig, param: Callable[[Any, str], sql.Composable]
+) -> sql.Composed:
+    """The SELECT, each value written by `param(value, cast)`; numbers are written as they are."""
     limit = per_source_limit(query.top_k, config)
     f = query.filters
-    exp_filter = sql.Composed([_equals("e.domain", f.domain), _equals("e.polarity", f.polarity)])
-    skill_filter = sql.Composed([_equals("s.domain", f.domain), _equals("s.level", f.level)])
-    cluster_filter = _equals("c.domain", f.domain)
+    vector_type = f"vector({EMBEDDING_DIM})"
+    vector = param(_vector_text(query.embedding), vector_type)
+    task_vector = param(
+        _vector_text(query.task_embedding if query.task_embedding is not None else query.embedding),
+        vector_type,
+    )
+    tenant = param(query.tenant_id, "uuid")
+    domain = param(f.domain, "text") if f.domain is not None else None
     values = {
-        "ef": sql.Literal(ef_search(query.top_k, config.ef_search_floor)),
-        "vector": sql.Literal(_vector_text(query.embedding)),
-        "task_vector": sql.Literal(
-            _vector_text(query.task_embedding if query.task_embedding is not None else query.embedding)
-        ),
-        "dim": sql.Literal(EMBEDDING_DIM),
-        "tenant": sql.Literal(query.tenant_id),
+        "vector": vector,
+        "task_vector": task_vector,
+        "tenant": tenant,
         "limit": sql.Literal(limit),
         "clusters": sql.Literal(config.clusters),
         "text_matches": sql.Literal(max(config.text_matches, limit)),
         "exp_visible": VISIBLE_EXPERIENCE,
         "skill_visible": VISIBLE_SKILL,
-        "exp_filter": exp_filter,
-        "skill_filter": skill_filter,
-        "cluster_filter": cluster_filter,
-        # websearch_to_tsquery never raises on odd input; the words are letters only anyway.
-        "tsquery": sql.SQL("websearch_to_tsquery('english', {})").format(
-            sql.Literal(" or ".join(query.terms))
+        "exp_filter": sql.Composed(
+            [_equals("e.domain", domain), _equals("e.polarity", _param(param, f.polarity, "polarity"))]
         ),
-        "session_id": sql.Literal(query.session_id),
+        "skill_filter": sql.Composed(
+            [_equals("s.domain", domain), _equals("s.level", _param(param, f.level, "skill_level"))]
+        ),
+        "cluster_filter": _equals("c.domain", domain),
+        # websearch_to_tsquery never raises on odd input; the words are letters only anyway.
+        "words": param(" or ".join(query.terms), "text") if query.terms else sql.SQL(""),
+        "session_id": param(query.session_id, "text") if query.session_id is not None else sql.SQL(""),
         "tools_tier": sql.Literal(GRANTED_TOOLS_TIER),
         "body": sql.SQL("CASE WHEN s.trust_tier >= {tier} THEN v.content END").format(
             tier=sql.Literal(SERVED_BODY_TIER)
@@ -223,24 +276,24 @@ def build(query: SearchQuery, config: SearchConfig) -> sql.Composed:
     }
     text_ctes = _TEXT_CTES if query.terms else _NO_TEXT_CTES
     session_ctes = _SESSION_CTES if query.session_id is not None else _NO_SESSION_CTES
-    return sql.SQL(";\n").join(
-        [
-            sql.SQL("SET LOCAL hnsw.ef_search = {ef}").format(**values),
-            sql.SQL("SET LOCAL hnsw.iterative_scan = relaxed_order"),
-            sql.SQL(_SELECT).format(
-                text_ctes=sql.SQL(text_ctes).format(**values),
-                session_ctes=sql.SQL(session_ctes).format(**values),
-                **values,
-            ),
-        ]
+    return sql.SQL(_SELECT).format(
+        text_ctes=sql.SQL(text_ctes).format(**values),
+        session_ctes=sql.SQL(session_ctes).format(**values),
+        **values,
     )
 
 
-def _equals(column: str, value: str | None) -> sql.Composable:
-    """` AND column = 'value'` for a filter given, else nothing (`column` is ours, never the client's)."""
+def _param(
+    param: Callable[[Any, str], sql.Composable], value: str | None, cast: str
+) -> sql.Composable | None:
+    return param(value, cast) if value is not None else None
+
+
+def _equals(column: str, value: sql.Composable | None) -> sql.Composable:
+    """` AND column = value` for a filter given, else nothing (`column` is ours, never the client's)."""
     if value is None:
         return sql.SQL("")
-    return sql.SQL(" AND {} = {}").format(sql.SQL(column), sql.Literal(value))
+    return sql.SQL(" AND {} = {}").format(sql.SQL(column), value)
 
 
 def search(session: Session, query: SearchQuery, config: SearchConfig) -> SearchResult:
@@ -250,12 +303,15 @@ def search(session: Session, query: SearchQuery, config: SearchConfig) -> Search
     driver = connection.connection.driver_connection
     if driver is None:  # pragma: no cover - a checked-out connection always has its driver connection
         raise RuntimeError("the session's connection is closed")
+    found = statement(query, config)
     try:
         with driver.cursor() as cursor:
-            cursor.execute(build(query, config).as_string(driver))
-            # The two SETs come first and return no rows; the SELECT's result is the last one.
-            while cursor.description is None and cursor.nextset():
-                pass
+            cursor.execute(
+                f"SET LOCAL hnsw.ef_search = {int(found.ef_search)};"
+                " SET LOCAL hnsw.iterative_scan = relaxed_order;"
+                " SET LOCAL plan_cache_mode = force_generic_plan"
+            )
+            cursor.execute(found.select, found.params, prepare=True)
             rows = cursor.fetchall()
     except psycopg.Error as error:
         # Raised as SQLAlchemy raises driver errors, so the app's handlers (503 on a lost database)
@@ -326,8 +382,8 @@ def _ranks(vector: int | None, cluster: int | None, text: int | None) -> Mapping
 # The query vector is a one-row CTE; `(SELECT v FROM q)` is an init plan, which an HNSW index scan
 # accepts as its ORDER BY argument (as in pgvector's "nearest neighbours of a row" example).
 _SELECT = """WITH
-q AS (SELECT {vector}::vector({dim}) AS v),
-t AS (SELECT {task_vector}::vector({dim}) AS v),
+q AS (SELECT {vector} AS v),
+t AS (SELECT {task_vector} AS v),
 exp_vec AS (
     SELECT id, row_number() OVER (ORDER BY d, id) AS rank FROM (
         SELECT e.id, e.embedding <=> (SELECT v FROM q) AS d FROM experience e
@@ -390,20 +446,26 @@ SELECT 'child', NULL, id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 
 
 # Stored tsvector columns, GIN-indexed (`ix_experience_text_tsv`, `ix_skill_version_content_tsv`).
 # Only the first `text_matches` matches are ranked: a common word must not make a query rank a tenant.
-_TEXT_CTES = """exp_text AS (
+# The text query is computed once (`w`, an init plan where used). Experiences are scanned in table order
+# until enough match: the words of an observation are common there, and a scan that stops early costs
+# less than reading the index; `ts_match_vq` is `@@` written so that the planner, which cannot see the
+# words of a prepared query, does not take the index. Skill versions are matched through the index:
+# a scan of every version, all tenants' and old ones too, costs ten times more.
+_TEXT_CTES = """w AS (SELECT websearch_to_tsquery('english', {words}) AS tq),
+exp_text AS (
     SELECT id, row_number() OVER (ORDER BY r DESC, id) AS rank FROM (
-        SELECT m.id, ts_rank_cd(m.text_tsv, {tsquery}) AS r FROM (
+        SELECT m.id, ts_rank_cd(m.text_tsv, (SELECT tq FROM w)) AS r FROM (
             SELECT e.id, e.text_tsv FROM experience e
-            WHERE e.text_tsv @@ {tsquery}
+            WHERE ts_match_vq(e.text_tsv, (SELECT tq FROM w))
               AND e.tenant_id = {tenant} AND {exp_visible}{exp_filter}
             LIMIT {text_matches}) m
         ORDER BY r DESC LIMIT {limit}) x),
 skill_text AS (
     SELECT id, row_number() OVER (ORDER BY r DESC, id) AS rank FROM (
-        SELECT m.id, ts_rank_cd(m.content_tsv, {tsquery}) AS r FROM (
+        SELECT m.id, ts_rank_cd(m.content_tsv, (SELECT tq FROM w)) AS r FROM (
             SELECT s.id, v.content_tsv
             FROM skill_version v JOIN skill s ON s.id = v.skill_id AND v.version = s.head_version
-            WHERE v.content_tsv @@ {tsquery}
+            WHERE v.content_tsv @@ (SELECT tq FROM w)
               AND s.tenant_id = {tenant} AND {skill_visible}{skill_filter}
             LIMIT {text_matches}) m
         ORDER BY r DESC LIMIT {limit}) x)"""

@@ -21,6 +21,7 @@ from app.errors import Forbidden, Unauthorized
 from app.observability.context import bind_tenant
 from app.storage.models import Scope
 from app.storage.repositories import tenants
+from app.storage.session import commit_and_close, roll_back_and_close
 
 
 async def get_session(request: Request) -> AsyncIterator[Session]:
@@ -36,27 +37,10 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     try:
         yield session
     except BaseException:
-        await to_thread.run_sync(_roll_back_and_close, session, limiter=limiter)
+        await to_thread.run_sync(roll_back_and_close, session, limiter=limiter)
         raise
-    await to_thread.run_sync(_commit_and_close, session, limiter=limiter)
-
-
-def _commit_and_close(session: Session) -> None:
     # One thread hop, not two: the connection goes back to the pool as soon as the commit is done.
-    try:
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
-
-
-def _roll_back_and_close(session: Session) -> None:
-    try:
-        session.rollback()
-    finally:
-        session.close()
+    await to_thread.run_sync(commit_and_close, session, limiter=limiter)
 
 
 # scope="function": the commit runs when the endpoint returns, before the answer goes out.

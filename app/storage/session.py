@@ -48,10 +48,27 @@ def session_scope(factory: sessionmaker[Session] | None = None) -> Iterator[Sess
     session = (factory or make_sessionmaker(get_engine()))()
     try:
         yield session
+    except BaseException:
+        roll_back_and_close(session)
+        raise
+    commit_and_close(session)
+
+
+def commit_and_close(session: Session) -> None:
+    """End a unit of work that succeeded: commit (rolling back if the commit fails), then close."""
+    try:
         session.commit()
     except BaseException:
         session.rollback()
         raise
+    finally:
+        session.close()
+
+
+def roll_back_and_close(session: Session) -> None:
+    """End a unit of work that failed."""
+    try:
+        session.rollback()
     finally:
         session.close()
 

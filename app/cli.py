@@ -77,11 +77,13 @@ def worker(
     ] = False,
 ) -> None:
     """Run only a Celery worker; needs DATABASE_URL and REDIS_URL."""
+    from app.embedding.sentence import bound_kernel_cache
     from app.evolver.celery_app import get_celery
     from app.evolver.names import Queue
 
     settings = _settings()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    bound_kernel_cache()  # inherited by the pool processes, which load the model
     get_celery().worker_main(
         [
             "worker", "--queues", ",".join(q.value for q in Queue),

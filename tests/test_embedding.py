@@ -10,7 +10,7 @@ import pytest
 
 from app.config import Settings
 from app.embedding import sentence
-from app.embedding.sentence import SentenceTransformerEmbedder, resolve_precision
+from app.embedding.sentence import SentenceTransformerEmbedder, bound_kernel_cache, resolve_precision
 
 TEXTS = [
     "This room is called the kitchen. In it, you see: a stove, which is turned off. a sink.",
@@ -82,3 +82,12 @@ def test_openmp_threads_sleep_unless_told_otherwise(given: str | None, expected:
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == expected
+
+
+def test_kernel_cache_bound_by_default_and_a_set_value_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    bound_kernel_cache()
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "16"
+    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "256")
+    bound_kernel_cache()
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "256"

@@ -28,7 +28,7 @@ from app.bench.ingest import STEPS_PER_TRAJECTORY, machine_info, make_trajectory
 from app.config import Settings
 from app.embedded import scratch_database
 from app.embedding import SentenceTransformerEmbedder
-from app.embedding.sentence import quiet_threads
+from app.embedding.sentence import bound_kernel_cache, quiet_threads
 from app.evolver import pipeline
 from app.ingestion import service as ingestion
 from app.storage.repositories import tenants
@@ -48,6 +48,7 @@ def run_evolve_bench(
 ) -> dict[str, Any]:
     """Distill `trajectories` trajectories (generated, or read from `data`) in events of `per_event`."""
     quiet_threads()  # as the embedder does, before torch is first imported
+    bound_kernel_cache()  # as the worker does
     import torch  # loaded with the model anyway; importing it here keeps the CLI's --help quick
 
     rng = random.Random(seed)  # noqa: S311 - reproducible data, not secrets

@@ -37,6 +37,17 @@ def quiet_threads() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+def bound_kernel_cache() -> None:
+    """Keep at most 16 compiled oneDNN kernels in a worker; call before torch is first imported.
+
+    oneDNN compiles a kernel per input shape and keeps 1,024 by default. A worker embeds batches of
+    ever-new shapes (texts of every length), and the kept kernels grew its resident memory by about
+    0.5 GB over 400 distilled trajectories; with 16, by about 0.3 GB, at the same rate
+    (docs/benchmarks.md). An `ONEDNN_PRIMITIVE_CACHE_CAPACITY` already set is kept.
+    """
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "16")
+
+
 def native_bfloat16() -> bool:
     """Whether this CPU has bfloat16 dot-product instructions (elsewhere bfloat16 is emulated, slower)."""
     quiet_threads()

@@ -23,10 +23,24 @@ from app.evolver.retrieve_eval import Ask, Figures, Mode, Report, replay
 
 if TYPE_CHECKING:
     from rich.table import Table
+    from sqlalchemy.orm import Session, sessionmaker
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
 REQUEST_TIMEOUT_S = 60.0
+
+
+def scratch_settings(settings: Settings, factory: sessionmaker[Session]) -> Settings:
+    """`settings` for an API over a scratch database: no Redis, no rate limit, every answer whole
+    (nothing withheld, so the figures draw no lots)."""
+    return settings.model_copy(
+        update={
+            "database_url": factory.kw["bind"].url.render_as_string(hide_password=False),
+            "redis_url": None,
+            "rate_limit_per_minute": 0,
+            "retrieval_withhold_share": 0.0,
+        }
+    )
 
 
 @contextmanager
@@ -98,16 +112,7 @@ def run_retrieve_eval(
     with scratch_database("sfeval-") as factory:
         learnt = eval_library.learn(factory, train, embedder=get_embedder(), settings=settings, echo=echo)
         key = eval_library.agent_key(factory, learnt.tenant_id)
-        database_url = factory.kw["bind"].url.render_as_string(hide_password=False)
-        served = settings.model_copy(
-            update={
-                "database_url": database_url,
-                "redis_url": None,
-                "rate_limit_per_minute": 0,
-                "retrieval_withhold_share": 0.0,  # every answer whole: the figures draw no lots
-            }
-        )
-        with serve(served) as base_url:
+        with serve(scratch_settings(settings, factory)) as base_url:
             echo(f"[eval] API up at {base_url}; replaying {len(test)} held-out runs")
             report = replay_at(base_url, key)
     return report, learnt.as_dict()

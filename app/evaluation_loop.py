@@ -435,7 +435,7 @@ def run_closed_loop(
 
     from app.embedded import scratch_database
     from app.embedding import get_embedder
-    from app.evaluation import serve
+    from app.evaluation import scratch_settings, serve
     from app.evolver import eval_library
     from app.storage.repositories import tenants
     from app.storage.session import session_scope
@@ -457,18 +457,9 @@ def run_closed_loop(
                 factory, subset, embedder=embedder, settings=settings, echo=echo, tenant_name=f"train-{size}"
             )
             libraries.append((f"train-{size}", size, learnt.tenant_id, learnt.as_dict()))
-        database_url = factory.kw["bind"].url.render_as_string(hide_password=False)
-        served = settings.model_copy(
-            update={
-                "database_url": database_url,
-                "redis_url": None,
-                "rate_limit_per_minute": 0,
-                "retrieval_withhold_share": 0.0,
-            }
-        )
         conditions = []
         steps: list[OnlineStep] = []
-        with serve(served) as base_url:
+        with serve(scratch_settings(settings, factory)) as base_url:
             echo(f"[eval] API up at {base_url}; {len(specs)} held-out episodes per condition")
             for name, n, tenant_id, library in libraries:
                 t0 = time.monotonic()

@@ -469,11 +469,14 @@ class EpisodeState:
                 break  # a place to reach first
         return out
 
-    def learn(self, hints: Iterable[Hint]) -> None:
-        self.risky |= {h.template for h in (*self.pitfalls, *hints) if h.polarity == AVOID}
+    def learn(self, hints: Sequence[Hint]) -> list[Hint]:
+        """Take in an answer's hints; what to avoid now: the strategy's pitfalls and the `avoid` lessons."""
+        avoids = [*self.pitfalls, *(h for h in hints if h.polarity == AVOID)]
+        self.risky |= {h.template for h in avoids}
         for hint in hints:
             for category, values in hint.categories.items():
                 self.categories[category] = self.categories.get(category, frozenset()) | values
+        return avoids
 
 
 def _fits_task_step(template: str, action: str) -> bool:
@@ -571,8 +574,7 @@ class RuleAgent:
         prompt: str = "",
     ) -> Choice:
         del prompt
-        state.learn(hints)
-        avoids = [*state.pitfalls, *(h for h in hints if h.polarity == AVOID)]
+        avoids = state.learn(hints)
         allowed_cache: dict[str, bool] = {}
 
         def allowed(action: str) -> bool:
@@ -699,8 +701,7 @@ class LLMAgent:
         state: EpisodeState,
         prompt: str = "",
     ) -> Choice:
-        state.learn(hints)
-        avoids = [*state.pitfalls, *(h for h in hints if h.polarity == AVOID)]
+        avoids = state.learn(hints)
         kin = self._fallback.kin
         actions = [a for a in observation.valid if avoided(a, avoids, task, state.categories, kin) is None]
         reply = self._chat(llm_messages(task, observation, prompt, state.plan, actions[:MAX_PROMPT_ACTIONS]))

@@ -69,10 +69,11 @@ class TestCreditAssignment:
         assert all(c.polarity == "avoid" for c in found)
 
     def test_errors_and_no_change_are_avoid(self) -> None:
-        """An errored step and a step that changed nothing both teach `avoid`."""
+        """In a failed run, an errored step and a step that changed nothing both teach `avoid`."""
         found = extract(
             run(step(0, "fly to moon", error="No known action matches that input."), step(1, "look around"),
-                step(2, "look around"), step(3, "go to hallway", key=HALL, cluster=C2)),
+                step(2, "look around"), step(3, "go to hallway", key=HALL, cluster=C2),
+                success=False, score=0.2),
             ClusterHistory(),
         )  # fmt: skip
         reasons = {(c.reason, c.action.example) for c in found}
@@ -80,6 +81,15 @@ class TestCreditAssignment:
         assert (Reason.NO_CHANGE, "look around") in reasons
         errored = next(c for c in found if c.reason == Reason.ERRORED)
         assert "No known action" in errored.text
+
+    def test_idle_steps_of_working_paths_teach_no_avoid(self) -> None:
+        """A success's idle step, or a failure's where successes did the same, teaches no avoid."""
+        hall = step(2, "go to hallway", key=HALL, cluster=C2)
+        idle = (step(0, "look around"), step(1, "look around"), hall)
+        assert Reason.NO_CHANGE not in {c.reason for c in extract(run(*idle), ClusterHistory())}
+        looked = ClusterHistory({C1: frozenset({"look around"})})
+        failed = extract(run(*idle, success=False, score=0.2), looked)
+        assert Reason.NO_CHANGE not in {c.reason for c in failed}
 
     def test_last_move_of_a_failed_run_is_avoid_generalised(self) -> None:
         """Focusing on the wrong substance ends the episode: avoid it for anything the task does not name."""
@@ -96,6 +106,22 @@ class TestCreditAssignment:
         assert last.polarity == "avoid"
         assert last.action.template == "focus on <other:object>"
         assert "does not name" in last.text
+
+    def test_wrong_choice_among_unnamed_objects_stays_literal(self) -> None:
+        """Where successes focused on things their task did not name, the object was wrong, not the move."""
+        found = extract(
+            run(
+                step(0, "go to outside", key=HALL, cluster=C2),
+                step(1, "focus on baby wolf", reward=-0.5),
+                success=False,
+                score=0.0,
+                task="Find the animal with the longest life span.",
+            ),
+            ClusterHistory({C1: frozenset({"focus on crocodile"})}),
+        )
+        last = next(c for c in found if c.reason == Reason.ENDED_FAILED_EPISODE)
+        assert last.action.template == "focus on baby wolf"
+        assert "does not name" not in last.text
 
     def test_a_run_merely_cut_short_teaches_no_ending_lesson(self) -> None:
         """Without a fall in score, the last move of a failed run is not blamed for the failure."""
@@ -120,6 +146,20 @@ class TestCreditAssignment:
         diverged = next(c for c in found if c.reason == Reason.DIVERGED)
         assert diverged.action.example == "open fridge"
         assert "activate stove" in diverged.text
+
+    def test_divergence_followed_by_progress_is_not_blamed(self) -> None:
+        """A run that gained score after leaving the successful path was not doomed by leaving it."""
+        history = ClusterHistory({C1: frozenset({"activate stove"})})
+        found = extract(
+            run(
+                step(0, "open fridge"),
+                step(1, "look", key=HALL, cluster=C2, reward=0.25),
+                success=False,
+                score=0.3,
+            ),
+            history,
+        )
+        assert Reason.DIVERGED not in {c.reason for c in found}
 
     def test_no_divergence_when_it_did_what_successes_did(self) -> None:
         """Following the successful move is no divergence."""

@@ -35,7 +35,7 @@ from app.storage.models import Scope
 from app.storage.session import make_engine, make_sessionmaker, session_scope
 from tests import openai_server
 from tests.conftest import create_database, drop_database
-from tests.factories import auth, make_key, make_tenant, make_trajectory
+from tests.factories import auth, make_key, make_step, make_tenant, make_trajectory
 from tests.test_e2e import free_port
 
 pytestmark = pytest.mark.e2e
@@ -581,15 +581,19 @@ class TestLLMFails:
     @staticmethod
     def _round(http: httpx.Client, key: str, admin: str, task: str) -> list[str]:
         """Post runs of a new task, distil them, run a skill cycle; the new skills' rejection reasons."""
+        # Moves of this task's own, so that its lessons are new ones the model is asked to rewrite.
+        verb = task.split()[0].lower()
+        steps = [make_step(i, action=f"{verb} the thing on shelf {i}") for i in range(3)]
         runs = [
-            make_trajectory(3, task=task, agent_id=f"agent-{i}", session_id=f"{task}-{i}") for i in range(3)
+            make_trajectory(3, task=task, agent_id=f"agent-{i}", session_id=f"{task}-{i}", steps=steps)
+            for i in range(3)
         ]
         accepted = http.post("/v1/trajectories", json=runs, headers=auth(key))
         assert accepted.status_code == 202, accepted.text
         event = wait_finished(http, key, accepted.json()["event_id"])
         assert event["status"] == "SUCCEEDED", event
         assert event["result"]["experiences"]["polished"] == 0
-        assert event["result"]["experiences"]["candidates"] >= 1  # lessons the model was asked to rewrite
+        assert event["result"]["experiences"]["created"] >= 1  # lessons the model was asked to rewrite
         before = {s["id"] for s in http.get("/v1/skills", headers=auth(admin)).json()["items"]}
         cycle = http.post("/v1/evolve", headers=auth(admin))
         assert cycle.status_code == 202, cycle.text

@@ -1,5 +1,6 @@
 """The skill evolution cycle on a real database with the real model: create, refine, retire, roll back."""
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from app import skill_md
 from app.config import Settings
 from app.embedding import SentenceTransformerEmbedder, get_embedder
 from app.evolver import skill_cycle
+from app.evolver import skill_distill as distill
 from app.ingestion import service as ingestion
 from app.skills import service
 from app.storage.models import (
@@ -214,3 +216,45 @@ class TestRefine:
             )
         ).one()
         assert retired.detail["skill_failures"] == 4
+
+
+class TestFailurePitfalls:
+    """What a strategy's Pitfalls say about failed runs (pure)."""
+
+    TASK = "Your task is to find the animal with the longest life span. Focus on it."
+
+    @staticmethod
+    def failed(task: str, *steps: tuple[str, float | None, str | None]) -> distill.RunView:
+        return distill.RunView(
+            uuid.uuid4(),
+            task,
+            uuid.uuid4(),
+            "agent",
+            False,
+            0.0,
+            tuple(distill.RunStep(action, error, reward) for action, reward, error in steps),
+        )
+
+    @staticmethod
+    def plan(*templates: str) -> distill.Procedure:
+        return distill.Procedure(tuple(distill.ProcedureStep(t, (t,), 1.0) for t in templates), ())
+
+    def test_a_wrong_object_among_unnamed_ones_stays_literal(self) -> None:
+        """The plan focuses on things the task does not name: the failed run chose the wrong one."""
+        run = self.failed(self.TASK, ("go to outside", 0.25, None), ("focus on baby wolf", -0.25, None))
+        found = skill_cycle.failure_pitfalls([run], self.plan("go to outside", "focus on crocodile"))
+        assert found == ["`focus on baby wolf` ended a failed run (1 run)"]
+
+    def test_a_wrong_kind_of_object_is_generalised(self) -> None:
+        """The plan focuses only on what the task names: anything else is the pitfall."""
+        task = "Your task is to boil water. Focus on the water."
+        run = self.failed(task, ("go to kitchen", 0.25, None), ("focus on orange juice", -0.25, None))
+        found = skill_cycle.failure_pitfalls([run], self.plan("go to kitchen", "focus on <task:object>"))
+        assert found == ["`focus on <other:object>` ended a failed run (1 run)"]
+
+    def test_a_run_cut_short_blames_nothing_but_errors_do(self) -> None:
+        """The last off-plan move of a run that ran out of steps did not end it; an error still teaches."""
+        cut = self.failed(self.TASK, ("go to outside", 0.25, None), ("look at sky", 0.0, None))
+        errored = self.failed(self.TASK, ("fly to moon", 0.0, "No known action matches that input."))
+        found = skill_cycle.failure_pitfalls([cut, errored], self.plan("go to outside", "focus on crocodile"))
+        assert found == ["`fly to <other:object>` failed with: No known action matches that input (1 run)"]

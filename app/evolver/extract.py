@@ -7,12 +7,17 @@ A step gives a `do` candidate when the trajectory was admitted (its outcome scor
 threshold) and the step raised the reward (strongest signal) or moved the run on without error.
 A step gives an `avoid` candidate when it errored, changed nothing, was the last move of a failed
 run and made the score fall, or was where a failed run left what successful runs did in the same
-state cluster.
+state cluster. A failed run does not teach to avoid what successful runs did in the same cluster
+(a step that changed nothing there is harmless on a working path; a successful run's own idle steps
+teach nothing), and a divergence is blamed only when the run gained nothing after it.
 
 Action templates replace the words an action takes from the task with a `<task:object>` slot, so that an
 agent fills it from its own task and never copies another variation's object; in `avoid` lessons
 from failed runs, objects the task does not name become an `<other:object>` slot ("anything the task does
-not name"), which generalises "focus on orange juice" when the task was about water.
+not name"), which generalises "focus on orange juice" when the task was about water. Not where
+successful runs in the same cluster took that verb with objects their tasks did not name ("focus on
+crocodile" when the task asked for the longest-lived animal): there the object, not the kind of
+move, was wrong, and the lesson stays literal.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import enum
 import hashlib
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 MAX_WORDS = 64
@@ -133,6 +138,33 @@ class ClusterHistory:
 
     success_templates: Mapping[uuid.UUID, frozenset[str]] = field(default_factory=dict)
 
+    def did(self, cluster_id: uuid.UUID | None, template: str) -> bool:
+        """Whether successful runs took this action template in this cluster."""
+        return cluster_id is not None and template in self.success_templates.get(cluster_id, frozenset())
+
+    def unnamed_verbs(self, cluster_id: uuid.UUID | None) -> frozenset[str]:
+        """Verbs successful runs here applied to objects their task did not name (`focus on crocodile`)."""
+        if cluster_id is None:
+            return frozenset()
+        return unnamed_verbs(self.success_templates.get(cluster_id, frozenset()))
+
+
+def verb_of(action: str) -> str:
+    """An action's first word, lower-cased: `focus` of `focus on water`."""
+    words = action.split()
+    return words[0].lower() if words else ""
+
+
+def unnamed_verbs(templates: Iterable[str]) -> frozenset[str]:
+    """Verbs these templates apply to objects no task names (no `<task:` slot): `focus on crocodile`."""
+    return frozenset(verb_of(t) for t in templates if len(t.split()) > 1 and "<task:" not in t)
+
+
+def failed_move(action: str, task: str, unnamed: frozenset[str]) -> ActionTemplate:
+    """A move that ended a failed run as a lesson: generalised over what the task does not name, unless
+    working runs took the same verb with such objects (then the object was wrong, not the move)."""
+    return template_action(action, task, generalise_others=verb_of(action) not in unnamed)
+
 
 def _words(text: str) -> list[str]:
     return re.findall(r"[a-z0-9]+", text.lower())
@@ -193,6 +225,11 @@ def extract(
         trajectory.success is None and trajectory.score is not None and trajectory.score < config.do_min_score
     )
     steps = sorted(trajectory.steps, key=lambda s: s.idx)
+    # Whether any later step raised the score: a divergence followed by progress did not doom the run.
+    gained_after = [False] * len(steps)
+    for position in range(len(steps) - 2, -1, -1):
+        later = steps[position + 1].reward
+        gained_after[position] = gained_after[position + 1] or (later is not None and later > 0)
     candidates: list[Candidate] = []
     diverged_once = False
     for position, step in enumerate(steps):
@@ -209,10 +246,10 @@ def extract(
             continue
         # A run that was merely cut short teaches nothing here; one whose score fell at the end does.
         if failed and following is None and step.reward is not None and step.reward < 0:
-            general = template_action(step.action, trajectory.task, generalise_others=True)
+            general = failed_move(step.action, trajectory.task, history.unnamed_verbs(step.cluster_id))
             candidates.append(_candidate(trajectory, step, "avoid", Reason.ENDED_FAILED_EPISODE, general))
             continue
-        if failed and not diverged_once and step.cluster_id is not None:
+        if failed and not diverged_once and not gained_after[position] and step.cluster_id is not None:
             done_here = history.success_templates.get(step.cluster_id, frozenset())
             if done_here and plain.template not in done_here:
                 # Kept literal: the object may be right in another variation, only the move was wrong here.
@@ -222,7 +259,13 @@ def extract(
                     _candidate(trajectory, step, "avoid", Reason.DIVERGED, plain, detail=instead)
                 )
                 continue
-        if not changed and not rewarded and config.include_no_change:
+        if (
+            not changed
+            and not rewarded
+            and config.include_no_change
+            and not admitted_do
+            and not history.did(step.cluster_id, plain.template)
+        ):
             candidates.append(_candidate(trajectory, step, "avoid", Reason.NO_CHANGE, plain))
             continue
         if admitted_do and changed:

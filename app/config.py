@@ -130,6 +130,16 @@ class Settings(BaseSettings):
     retrieval_text_matches: int = Field(
         default=100, ge=1, le=10_000, description="Full-text matches ranked per kind (the first found)."
     )
+    retrieval_experience_task_fit: float = Field(
+        # Lessons are about a kind of task: "focus on the thermometer" fits finding a non-living thing, not
+        # finding an animal in the same kitchen. As `task_cluster_threshold`: same kind at or over it.
+        default=0.83,
+        ge=0,
+        le=1,
+        description="Cosine similarity of the query's task to the task an experience was learned on (or to "
+        "a strategy's task cluster), at or over which it is served (0: every task); experiences without a "
+        "task embedding and skills of other levels always are.",
+    )
     retrieval_rrf_k: int = Field(default=60, ge=1, description="Reciprocal-rank fusion constant.")
     retrieval_utility_weight: float = Field(default=1.0, ge=0, description="Weight of the utility posterior.")
     retrieval_child_boost: float = Field(

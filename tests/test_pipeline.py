@@ -3,6 +3,7 @@
 import uuid
 from typing import Any
 
+import numpy as np
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -170,6 +171,10 @@ class TestExperiences:
         assert (do.alpha, do.beta) == (1.0, 1.0)
         assert do.cluster_id is not None
         assert len(do.embedding) == 384
+        # Its task's embedding, so retrieval serves it to tasks of this kind.
+        assert do.task_embedding is not None
+        task_vector = np.asarray(embedder.embed_documents([do.task])[0])
+        assert float(np.dot(np.asarray(do.task_embedding), task_vector)) == pytest.approx(1.0, abs=1e-3)
 
     def test_repeated_lessons_add_support_not_rows(
         self, db: Session, settings: Settings, embedder: SentenceTransformerEmbedder

@@ -538,6 +538,37 @@ class TestRetrieve:
         response = api.post("/v1/retrieve", json={"task": TASK, "observation": KITCHEN}, headers=auth(key))
         assert response.status_code == 403
 
+    def test_lessons_are_served_to_their_kind_of_task(
+        self, api: TestClient, db: Session, settings: Settings, embedder: SentenceTransformerEmbedder
+    ) -> None:
+        """A lesson learned finding a non-living thing is not served to an agent finding an animal in the
+        same room; one learned finding an animal, or one without a task embedding, is."""
+        tenant = make_tenant(db)
+        key = make_key(db, tenant)
+        room = "This room is called the kitchen. In it, you see: a thermometer, a stove and a sink."
+        cluster = _cluster(db, tenant, embedder, room, "sw")
+        animal = "Your task is to find a(n) animal. First, focus on the thing. Then, move it to the red box."
+        other = animal.replace("a(n) animal", "a(n) non-living thing")
+        lessons = {
+            name: _lesson(
+                db, tenant, embedder, f"When in the kitchen, do `{template}` because it raised the score.",
+                template, cluster, task=task,
+                task_embedding=embedder.embed_documents([task])[0] if task else None,
+            )
+            for name, template, task in [
+                ("animal", "go to outside", animal),
+                ("other", "focus on thermometer", other),
+                ("unknown", "look around", ""),
+            ]
+        }  # fmt: skip
+        body = {"observation": room, **WIDE}
+        served = set(ids(retrieve(api, key, task=animal.replace("red", "blue"), **body)))
+        assert str(lessons["animal"].id) in served and str(lessons["unknown"].id) in served
+        assert str(lessons["other"].id) not in served
+        assert str(lessons["other"].id) in set(ids(retrieve(api, key, task=other, **body)))
+        use_settings(api, settings, retrieval_experience_task_fit=0.0)
+        assert str(lessons["other"].id) in set(ids(retrieve(api, key, task=animal, **body)))
+
     def test_empty_library(self, api: TestClient, db: Session) -> None:
         """A tenant with nothing yet gets an empty answer, still with a retrieval id."""
         answer = retrieve(api, make_key(db, make_tenant(db)), session_id="new", step=0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -190,6 +191,10 @@ def _generalise(
             action = "experience.generalise"
         else:
             action = "experience.generalise_more"
+        if not _one_kind_of_task([target, *members], settings.retrieval_experience_task_fit):
+            # Learned across kinds of task ("focus on the dove" finding an animal, "focus on the bear"
+            # finding the longest-lived one): a lesson for any task, as lessons without a task embedding are.
+            target.task_embedding = None
         # A new list, so that the JSONB column sees the change.
         target.slots = generalise.slots_for(
             proposal.template, list(members[0].slots), proposal.category, proposal.examples
@@ -227,6 +232,16 @@ def _generalise(
     return created
 
 
+def _one_kind_of_task(rows: Sequence[Experience], fit: float) -> bool:
+    """Whether these lessons were all learned on tasks of one kind (task embeddings at least `fit` alike)."""
+    vectors = [r.task_embedding for r in rows]
+    if any(v is None for v in vectors):
+        return False
+    unit = np.asarray(vectors, dtype=np.float64)
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True).clip(min=1e-12)
+    return bool((unit @ unit.T).min() >= fit)
+
+
 def _general_lesson(
     session: Session,
     proposal: generalise.Generalisation,
@@ -252,6 +267,7 @@ def _general_lesson(
         slots=[],
         situation=model.situation,
         task=model.task,
+        task_embedding=model.task_embedding,
         reason=model.reason,
         dedup_key=key,
         successes=0,

@@ -91,7 +91,8 @@ def admit_event(
     if polisher is None:
         # Texts of candidates that may be considered: an experience created earlier in the event can
         # only take candidates away (as exact merges), and any text still missing is embedded later.
-        vectors.prefetch([c.text for _, cs in work for c in _fresh(cs, known, config)[0]])
+        fresh = [(t, _fresh(cs, known, config)[0]) for t, cs in work]
+        vectors.prefetch([c.text for _, cs in fresh for c in cs] + [t.task for t, cs in fresh if cs])
     supports: list[distillation.Support] = []
     totals = AdmissionStats()
     for trajectory, candidates in work:
@@ -115,7 +116,7 @@ def admit_event(
 
 
 class _Vectors:
-    """Embeddings of experience texts for one event: each distinct text embedded once, in few calls."""
+    """Embeddings of lesson and task texts for one event: each distinct text embedded once, in few calls."""
 
     def __init__(self, embedder: Embedder) -> None:
         self._embedder = embedder
@@ -214,6 +215,7 @@ def _admit(
                 "embedding_model": model,
             },
             vector,
+            vectors.of([trajectory.task])[0],
         )
         known[candidate.dedup_key] = experience_id
         supports.append(_support(experience_id, candidate, trajectory))

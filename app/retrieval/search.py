@@ -31,7 +31,9 @@ The SELECT gathers, as `UNION ALL` of CTEs each ranked by its own order:
 
 merges the ranks of one item into one row (a column per source), and adds the session's pinned
 strategy and its children.
-Every part is limited to the key's tenant and to what governance lets through (`VISIBLE_*`).
+Every part is limited to the key's tenant and to what governance lets through (`VISIBLE_*`), and,
+when the query names its task, experiences to those learned on a task of the same kind and strategies
+to those planning for one (their task cluster), both by `experience_task_fit`.
 """
 
 from __future__ import annotations
@@ -127,6 +129,9 @@ class SearchConfig:
     per_source_floor: int = 16
     clusters: int = 3
     text_matches: int = 100
+    # Experiences learned on a task this unlike the query's (cosine of task texts below it) are left out,
+    # and so are strategies whose task cluster is.
+    experience_task_fit: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -253,10 +258,18 @@ def _select(
         "exp_visible": VISIBLE_EXPERIENCE,
         "skill_visible": VISIBLE_SKILL,
         "exp_filter": sql.Composed(
-            [_equals("e.domain", domain), _equals("e.polarity", _param(param, f.polarity, "polarity"))]
+            [
+                _equals("e.domain", domain),
+                _equals("e.polarity", _param(param, f.polarity, "polarity")),
+                _task_fit(query, config),
+            ]
         ),
         "skill_filter": sql.Composed(
-            [_equals("s.domain", domain), _equals("s.level", _param(param, f.level, "skill_level"))]
+            [
+                _equals("s.domain", domain),
+                _equals("s.level", _param(param, f.level, "skill_level")),
+                _strategy_fit(query, config),
+            ]
         ),
         "cluster_filter": _equals("c.domain", domain),
         # websearch_to_tsquery never raises on odd input; the words are letters only anyway.
@@ -281,6 +294,26 @@ def _select(
         session_ctes=sql.SQL(session_ctes).format(**values),
         **values,
     )
+
+
+def _task_fit(query: SearchQuery, config: SearchConfig) -> sql.Composable:
+    """` AND` the experience was learned on a task like the query's (or on one not embedded), if asked."""
+    if query.task_embedding is None or config.experience_task_fit <= 0:
+        return sql.SQL("")
+    return sql.SQL(" AND (e.task_embedding IS NULL OR e.task_embedding <=> (SELECT v FROM t) <= {})").format(
+        sql.Literal(round(1.0 - config.experience_task_fit, 6))
+    )
+
+
+def _strategy_fit(query: SearchQuery, config: SearchConfig) -> sql.Composable:
+    """` AND` a strategy plans for a kind of task like the query's (its task cluster's centroid), if asked."""
+    if query.task_embedding is None or config.experience_task_fit <= 0:
+        return sql.SQL("")
+    return sql.SQL(
+        " AND (s.level <> 'strategy' OR s.task_cluster_id IS NULL"
+        " OR (SELECT tc.centroid <=> (SELECT v FROM t) FROM task_cluster tc WHERE tc.id = s.task_cluster_id)"
+        " <= {})"
+    ).format(sql.Literal(round(1.0 - config.experience_task_fit, 6)))
 
 
 def _param(

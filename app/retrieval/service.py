@@ -123,6 +123,7 @@ def search_config(settings: Settings) -> SearchConfig:
         per_source_floor=settings.retrieval_per_source,
         clusters=settings.retrieval_clusters,
         text_matches=settings.retrieval_text_matches,
+        experience_task_fit=settings.retrieval_experience_task_fit,
     )
 
 

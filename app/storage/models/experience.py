@@ -115,6 +115,9 @@ class Experience(UUIDPk, CreatedAt, Base):
     slots: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
     situation: Mapped[str] = mapped_column(Text)
     task: Mapped[str] = mapped_column(Text)
+    # The task text's embedding: retrieval serves a lesson to the kind of task it was learned on.
+    # NULL for lessons from before it was kept (served to every task).
+    task_embedding: Mapped[list[float] | None] = mapped_column(Vector(EMBEDDING_DIM), nullable=True)
     reason: Mapped[str] = mapped_column(String(64))
     dedup_key: Mapped[str] = mapped_column(String(64))
     successes: Mapped[int] = mapped_column(Integer, default=0)

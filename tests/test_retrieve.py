@@ -792,6 +792,28 @@ class TestTrajectoryOutcome:
         assert outcomes[uuid.UUID(lost["retrieval_id"])] == Outcome.FAILURE
         assert outcomes[uuid.UUID(settled_first["retrieval_id"])] == Outcome.HARMFUL
 
+    def test_a_rewarded_step_credits_what_it_used_in_a_failed_run(
+        self, api: TestClient, db: Session, lib: Library, settings: Settings, embedder: Any
+    ) -> None:
+        """What was used where the score rose is credited; what was used where the run then failed, blamed."""
+        found = retrieve(api, lib.key, session_id="run-10", step=0, **WIDE)
+        later = retrieve(api, lib.key, session_id="run-10", step=1, **WIDE)
+        steps = [
+            make_step(0, retrieval_id=found["retrieval_id"], used_item_ids=[str(lib.do.id)], reward=0.5),
+            make_step(1, retrieval_id=later["retrieval_id"], used_item_ids=[str(lib.sink.id)], reward=0.0),
+        ]
+        accepted = ingestion.accept(
+            db,
+            lib.tenant.id,
+            [make_trajectory(steps=steps, outcome={"success": False, "score": 0.5})],
+            schedule=False,
+        )
+        result = pipeline.process_ingest(db, accepted.event_id, embedder=embedder, settings=settings)
+        assert result["retrievals_settled"] == 2
+        db.expire_all()
+        assert (lib.do.alpha, lib.do.beta) == (2.0, 1.0)
+        assert (lib.sink.alpha, lib.sink.beta) == (1.0, 2.0)
+
     def test_unknown_outcome_settles_nothing(self, api: TestClient, db: Session, lib: Library) -> None:
         """A trajectory without a known outcome leaves its retrievals open."""
         answer = retrieve(api, lib.key)

@@ -1,6 +1,7 @@
 """Outcomes of retrievals, from `POST /v1/feedback` or from a posted trajectory that names them.
 
-Each retrieval gets one outcome. Only the items the agent says it used are credited or blamed, never
+Each retrieval gets one outcome: the feedback's, or the run's that names it (a step that raised the
+reward counts as a success). Only the items the agent says it used are credited or blamed, never
 the ones merely listed: their Beta(alpha, beta) utility posterior moves by
 
     success: alpha += 1      failure: beta += 1      harmful: beta += 2
@@ -59,24 +60,30 @@ def give(
 def apply_trajectory_outcome(
     session: Session, tenant_id: uuid.UUID, trajectory: Trajectory, steps: Sequence[TrajectoryStep]
 ) -> int:
-    """Settle the retrievals this trajectory's steps name with its outcome; returns how many it settled.
+    """Settle the retrievals this trajectory's steps name; returns how many it settled.
 
-    A retrieval that already has an outcome (feedback came first) is left alone; ids that are not
-    retrievals of this tenant, and used ids the retrieval did not list, are ignored. A trajectory with
-    no known outcome settles nothing.
+    A retrieval settles with the run's outcome, except where a step that named it raised the reward:
+    what the agent used there paid off, whatever became of the run later (a failed run that found the
+    animal and then lost its way must not sink the lesson that found it). A retrieval that already has
+    an outcome (feedback came first) is left alone; ids that are not retrievals of this tenant, and used
+    ids the retrieval did not list, are ignored. Without a known outcome only rewarded steps settle.
     """
-    if trajectory.success is None:
-        return 0
     used: dict[uuid.UUID, set[uuid.UUID]] = defaultdict(set)
+    rewarded: set[uuid.UUID] = set()
     for step in steps:
         retrieval_id = _uuid(step.retrieval_id)
         if retrieval_id is not None:
             used[retrieval_id].update(i for i in map(_uuid, step.used_item_ids) if i is not None)
-    outcome = Outcome.SUCCESS if trajectory.success else Outcome.FAILURE
+            if step.reward is not None and step.reward > 0:
+                rewarded.add(retrieval_id)
+    if trajectory.success is None:
+        used = {r: items for r, items in used.items() if r in rewarded}
+    run = Outcome.SUCCESS if trajectory.success else Outcome.FAILURE
     rows = retrievals.unsettled(session, tenant_id, list(used))
     for row in rows:
         listed = {i.item_id: i for i in retrievals.items_of(session, row.id) if not i.withheld}
         items = [listed[i] for i in sorted(used[row.id]) if i in listed]
+        outcome = Outcome.SUCCESS if row.id in rewarded else run
         _settle(session, row, items, outcome, f"trajectory {trajectory.id}")
     return len(rows)
 

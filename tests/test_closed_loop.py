@@ -38,6 +38,7 @@ from app.evolver.closed_loop import (
     explore,
     fill,
     hints_of,
+    kind_of,
     online,
     openai_chat,
     parse_action,
@@ -208,7 +209,7 @@ class TestFill:
             PlanStep("look around"),
             PlanStep("go to <task:object>"),
         )
-        assert pitfalls_of(body, "s1") == (Hint("s1", "avoid", "focus on <other:object>"),)
+        assert pitfalls_of(body, "s1") == (Hint("s1", "avoid", "focus on <other:object>", terminal=True),)
 
     def test_each_step_of_a_composite_line_keeps_its_own_examples(self) -> None:
         body = (
@@ -393,6 +394,29 @@ class TestPolicy:
         assert state.spent == {"focus on <other:object>"} and "turtle" in state.gained
         choice = agent.choose(ANIMAL, replace(obs, score=0.5), [], state)
         assert choice.action == "pick up turtle"  # the focused animal, not another focus
+
+    def test_a_literal_pitfall_that_ended_runs_makes_its_kind_of_move_risky(self) -> None:
+        """`focus on fountain` ended failed runs: once a focus pays, no other focus is risked."""
+        assert kind_of("focus on fountain") == "focus on <object>"
+        assert kind_of("move egg turtle to orange box") == "move <object> to <object>"
+        assert kind_of("pick up <task:object>") == "pick up <object>"
+        agent = RuleAgent(kin=_kin)
+        state = _state("This outside location is called the outside.")
+        state.plan = (PlanStep("focus on <object>", frozenset({"dove"})), PlanStep("pick up <object>"))
+        state.pitfalls = (
+            Hint("s1", "avoid", "focus on fountain", terminal=True),
+            Hint("s1", "avoid", "go to bathroom door"),  # not terminal: moving stays allowed
+        )
+        valid = ("focus on turtle", "focus on parrot", "go to kitchen", "pick up turtle")
+        obs = Observation("This outside location is called the outside.", valid)
+        do_focus = Hint("e1", "do", "focus on <object>", "focus on dove", frozenset({"dove"}))
+        choice = agent.choose(ANIMAL, obs, [do_focus], state)
+        assert choice.action == "focus on turtle"
+        state.acted(choice.action)
+        state.see(replace(obs, score=0.5))
+        assert "focus on <object>" in state.spent and "go to <object>" not in state.spent
+        choice = agent.choose(ANIMAL, replace(obs, score=0.5), [do_focus], state)
+        assert choice.action == "pick up turtle"
 
     def test_llm_reply_parsing(self) -> None:
         valid = ["go to kitchen", "go to kitchen table", "look around"]

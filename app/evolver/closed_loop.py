@@ -5,7 +5,8 @@ session id, step) through the Python client's `AgentSession`, then acts:
 
 1. it drops every valid action that a listed `avoid` experience or the strategy's Pitfalls match
    (`avoided`), and, once a warned-against kind of action has raised the score (`focus on` the right
-   thing), every further action of that kind;
+   thing), every further action of that kind; a move that ended failed runs (`focus on fountain`)
+   warns against its whole kind (`kind_of`: `focus on <object>`);
 2. it *fills* templates from the environment's valid actions (`fill`): a valid action fills a template
    when it instantiates it (literal words equal; `<task:object>` by words of the task; `<task:animal>`
    by anything if the task names animals; `<object>` by anything). Slots are typed by the values the
@@ -187,6 +188,25 @@ class Hint:
     example: str = ""
     known: frozenset[str] = frozenset()  # slot values the library has seen
     categories: Mapping[str, frozenset[str]] = field(default_factory=dict)  # category slot -> values
+    terminal: bool = False  # an `avoid` of a move that ended failed runs (`focus on` the wrong thing)
+
+
+# How the distiller says a move ended failed runs, in an experience's text and in a strategy's Pitfalls.
+_ENDED = "ended a failed run"
+# Words that join a verb to its objects; any other run of words in an action is an object.
+_LINKS = frozenset("on to in into from at with onto up down off out for under over through".split())
+
+
+def kind_of(template: str) -> str:
+    """The kind of move a template is, whatever its objects: `focus on fountain` → `focus on <object>`."""
+    words = template.split()
+    out = words[:1]
+    for word in words[1:]:
+        if word.lower() in _LINKS:
+            out.append(word.lower())
+        elif out[-1] != "<object>":
+            out.append("<object>")
+    return " ".join(out)
 
 
 def hints_of(items: Iterable[RetrievedItem]) -> list[Hint]:
@@ -203,8 +223,17 @@ def hints_of(items: Iterable[RetrievedItem]) -> list[Hint]:
             if slot.get("source") == "task_category" and slot.get("name"):
                 categories[str(slot["name"]).lower()] = frozenset(values)
         template = item.action.template or item.action.example
+        terminal = item.polarity == AVOID and _ENDED in (item.text or "").lower()
         out.append(
-            Hint(item.id, item.polarity, template, item.action.example.lower(), frozenset(known), categories)
+            Hint(
+                item.id,
+                item.polarity,
+                template,
+                item.action.example.lower(),
+                frozenset(known),
+                categories,
+                terminal,
+            )
         )
     return out
 
@@ -226,7 +255,8 @@ def pitfalls_of(skill_md_text: str, skill_id: str = "") -> tuple[Hint, ...]:
     for line in section.body.split("\n"):
         span = _CODE_SPAN.search(line) if line.lstrip().startswith("-") else None
         if span is not None and span.group("code").strip():
-            out.append(Hint(skill_id, AVOID, " ".join(span.group("code").split())))
+            code = " ".join(span.group("code").split())
+            out.append(Hint(skill_id, AVOID, code, terminal=_ENDED in line.lower()))
     return tuple(out)
 
 
@@ -473,6 +503,8 @@ class EpisodeState:
         """Take in an answer's hints; what to avoid now: the strategy's pitfalls and the `avoid` lessons."""
         avoids = [*self.pitfalls, *(h for h in hints if h.polarity == AVOID)]
         self.risky |= {h.template for h in avoids}
+        # A move that ended failed runs with one object is risky with any: once it pays, it is done.
+        self.risky |= {kind_of(h.template) for h in avoids if h.terminal}
         for hint in hints:
             for category, values in hint.categories.items():
                 self.categories[category] = self.categories.get(category, frozenset()) | values

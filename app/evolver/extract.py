@@ -14,10 +14,9 @@ teach nothing), and a divergence is blamed only when the run gained nothing afte
 Action templates replace the words an action takes from the task with a `<task:object>` slot, so that an
 agent fills it from its own task and never copies another variation's object; in `avoid` lessons
 from failed runs, objects the task does not name become an `<other:object>` slot ("anything the task does
-not name"), which generalises "focus on orange juice" when the task was about water. Not where
-successful runs in the same cluster took that verb with objects their tasks did not name ("focus on
-crocodile" when the task asked for the longest-lived animal): there the object, not the kind of
-move, was wrong, and the lesson stays literal.
+not name"), which generalises "focus on orange juice" when the task was about water. Where the right
+object is never named either (the longest-lived animal), the agent reads "anything the task does not
+name" as anything outside the values the library has seen succeed in the task's category.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ import enum
 import hashlib
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 MAX_WORDS = 64
@@ -142,29 +141,6 @@ class ClusterHistory:
         """Whether successful runs took this action template in this cluster."""
         return cluster_id is not None and template in self.success_templates.get(cluster_id, frozenset())
 
-    def unnamed_verbs(self, cluster_id: uuid.UUID | None) -> frozenset[str]:
-        """Verbs successful runs here applied to objects their task did not name (`focus on crocodile`)."""
-        if cluster_id is None:
-            return frozenset()
-        return unnamed_verbs(self.success_templates.get(cluster_id, frozenset()))
-
-
-def verb_of(action: str) -> str:
-    """An action's first word, lower-cased: `focus` of `focus on water`."""
-    words = action.split()
-    return words[0].lower() if words else ""
-
-
-def unnamed_verbs(templates: Iterable[str]) -> frozenset[str]:
-    """Verbs these templates apply to objects no task names (no `<task:` slot): `focus on crocodile`."""
-    return frozenset(verb_of(t) for t in templates if len(t.split()) > 1 and "<task:" not in t)
-
-
-def failed_move(action: str, task: str, unnamed: frozenset[str]) -> ActionTemplate:
-    """A move that ended a failed run as a lesson: generalised over what the task does not name, unless
-    working runs took the same verb with such objects (then the object was wrong, not the move)."""
-    return template_action(action, task, generalise_others=verb_of(action) not in unnamed)
-
 
 def _words(text: str) -> list[str]:
     return re.findall(r"[a-z0-9]+", text.lower())
@@ -246,7 +222,7 @@ def extract(
             continue
         # A run that was merely cut short teaches nothing here; one whose score fell at the end does.
         if failed and following is None and step.reward is not None and step.reward < 0:
-            general = failed_move(step.action, trajectory.task, history.unnamed_verbs(step.cluster_id))
+            general = template_action(step.action, trajectory.task, generalise_others=True)
             candidates.append(_candidate(trajectory, step, "avoid", Reason.ENDED_FAILED_EPISODE, general))
             continue
         if failed and not diverged_once and not gained_after[position] and step.cluster_id is not None:

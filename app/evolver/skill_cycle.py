@@ -28,7 +28,7 @@ from app.errors import InvalidSkill
 from app.evolver import skill_distill as distill
 from app.evolver import skill_refine as refine
 from app.evolver.dispatch import send_after_commit
-from app.evolver.extract import failed_move, template_action, unnamed_verbs
+from app.evolver.extract import template_action
 from app.evolver.names import TaskName
 from app.evolver.pipeline import EventMissing
 from app.evolver.skill_llm import (
@@ -451,12 +451,10 @@ def failure_pitfalls(failed: Sequence[distill.RunView], procedure: distill.Proce
     """The moves that ended failed runs off the procedure, most frequent first.
 
     A run's last off-plan move is blamed when it errored, or when it was the run's last step and the
-    score fell there; a run merely cut short blames nothing. Generalised over what the task does not name
-    (`focus on <other:object>`) unless the procedure takes that verb with such objects (`focus on
-    crocodile`): there the object was wrong, not the move.
+    score fell there; a run merely cut short blames nothing. Generalised over what the task does not
+    name (`focus on <other:object>`).
     """
     plan = {s.template for s in procedure.steps}
-    unnamed = unnamed_verbs(plan)
     counts: dict[str, int] = defaultdict(int)
     for run in failed:
         off = [s for s in run.steps if s.error or template_action(s.action, run.task).template not in plan]
@@ -466,7 +464,7 @@ def failure_pitfalls(failed: Sequence[distill.RunView], procedure: distill.Proce
         fell = last is run.steps[-1] and last.reward is not None and last.reward < 0
         if not (last.error or fell):
             continue
-        move = failed_move(last.action, run.task, unnamed).template
+        move = template_action(last.action, run.task, generalise_others=True).template
         what = (
             f"`{move}` failed with: {last.error.split('.')[0]}"
             if last.error

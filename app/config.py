@@ -32,6 +32,13 @@ class Settings(BaseSettings):
     embedding_precision: Literal["auto", "float32", "bfloat16"] = "auto"
 
     worker_concurrency: int = 1
+    # A safety net under the worker's own bounds (app/evolver/memory.py): a pool process whose resident
+    # memory passes this after a job is replaced by a fresh one, which loads the model again (seconds).
+    # The job's result is in first, so nothing accepted is dropped. A distilling process levels off
+    # below 1 GiB (docs/deployment.md, "Worker memory").
+    worker_max_memory_mb: int = Field(
+        default=2048, ge=0, description="RSS in MiB after which a worker process is replaced; 0: never."
+    )
     # Recovery (README "Faults and backups"). A job whose worker died is delivered again once it has been
     # unacknowledged this long, so it must exceed the longest task (960 s); the sweeper sends again, every
     # `sweep_every_s`, the jobs of events still open after `sweep_stale_after_s` (Redis was down at send).

@@ -29,7 +29,7 @@ from app.config import Settings
 from app.embedded import scratch_database
 from app.embedding import SentenceTransformerEmbedder
 from app.embedding.sentence import bound_kernel_cache, quiet_threads
-from app.evolver import pipeline
+from app.evolver import memory, pipeline
 from app.ingestion import service as ingestion
 from app.storage.repositories import tenants
 from app.storage.session import session_scope
@@ -49,6 +49,7 @@ def run_evolve_bench(
     """Distill `trajectories` trajectories (generated, or read from `data`) in events of `per_event`."""
     quiet_threads()  # as the embedder does, before torch is first imported
     bound_kernel_cache()  # as the worker does
+    memory.bound_shape_caches()  # as the worker's pool processes do
     import torch  # loaded with the model anyway; importing it here keeps the CLI's --help quick
 
     rng = random.Random(seed)  # noqa: S311 - reproducible data, not secrets

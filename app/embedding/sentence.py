@@ -43,7 +43,9 @@ def bound_kernel_cache() -> None:
     oneDNN compiles a kernel per input shape and keeps 1,024 by default. A worker embeds batches of
     ever-new shapes (texts of every length), and the kept kernels grew its resident memory by about
     0.5 GB over 400 distilled trajectories; with 16, by about 0.3 GB, at the same rate
-    (docs/benchmarks.md). An `ONEDNN_PRIMITIVE_CACHE_CAPACITY` already set is kept.
+    (docs/benchmarks.md). The rest of that growth was torch's own per-shape cache in bfloat16, which
+    `app.evolver.memory.bound_shape_caches` bounds. An `ONEDNN_PRIMITIVE_CACHE_CAPACITY` already set is
+    kept.
     """
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "16")
 

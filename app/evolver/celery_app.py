@@ -37,6 +37,8 @@ def create_celery(settings: Settings) -> Celery:
         task_publish_retry=True,
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5},
         worker_prefetch_multiplier=1,
+        # Checked by a pool process after each job, once its result is sent (KiB; None: never replaced).
+        worker_max_memory_per_child=settings.worker_max_memory_mb * 1024 or None,
         # Each worker process loads the embedding model at start (several seconds on a small CPU).
         worker_proc_alive_timeout=120,
         worker_hijack_root_logger=False,

@@ -1,4 +1,4 @@
-"""Worker-process housekeeping: the model loaded at start, and a heartbeat for /readyz."""
+"""Worker-process housekeeping: the model loaded at start, memory kept bounded, a heartbeat for /readyz."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import threading
 from typing import Any
 
 import redis
-from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from celery.signals import task_postrun, worker_process_init, worker_ready, worker_shutdown
 
 from app.config import get_settings
 from app.embedded import die_with_parent
 from app.embedding import get_embedder
-from app.evolver import heartbeat
+from app.evolver import heartbeat, memory
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,19 @@ def _housekeeping() -> None:
 def _init_pool_process(**_: Any) -> None:
     # A pool process outlives a hard-killed worker unless told to follow it.
     die_with_parent()
+    # Before the model first runs: torch's per-shape kernel cache grew the process by hundreds of MiB.
+    memory.bound_shape_caches()
     # Load the model when the process starts, so the first job does not pay for it.
     get_embedder().warm()
+
+
+@task_postrun.connect
+def _release_memory(**_: Any) -> None:
+    # Runs before Celery weighs this process against `worker_max_memory_mb` (after this, once the job's
+    # result is in). Much of an over-limit RSS can be heap the job freed and glibc kept: given back, the
+    # process may stay under the limit and keep its loaded model. Under the limit nothing is done: giving
+    # it back after every job costs 5-8% CPU, the next job faulting it in again (docs/deployment.md).
+    memory.release_if_over(get_settings().worker_max_memory_mb)
 
 
 @worker_ready.connect

@@ -298,22 +298,31 @@ def _select(
 
 def _task_fit(query: SearchQuery, config: SearchConfig) -> sql.Composable:
     """` AND` the experience was learned on a task like the query's (or on one not embedded), if asked."""
-    if query.task_embedding is None or config.experience_task_fit <= 0:
+    limit = _task_distance(query, config)
+    if limit is None:
         return sql.SQL("")
     return sql.SQL(" AND (e.task_embedding IS NULL OR e.task_embedding <=> (SELECT v FROM t) <= {})").format(
-        sql.Literal(round(1.0 - config.experience_task_fit, 6))
+        limit
     )
 
 
 def _strategy_fit(query: SearchQuery, config: SearchConfig) -> sql.Composable:
     """` AND` a strategy plans for a kind of task like the query's (its task cluster's centroid), if asked."""
-    if query.task_embedding is None or config.experience_task_fit <= 0:
+    limit = _task_distance(query, config)
+    if limit is None:
         return sql.SQL("")
     return sql.SQL(
         " AND (s.level <> 'strategy' OR s.task_cluster_id IS NULL"
         " OR (SELECT tc.centroid <=> (SELECT v FROM t) FROM task_cluster tc WHERE tc.id = s.task_cluster_id)"
         " <= {})"
-    ).format(sql.Literal(round(1.0 - config.experience_task_fit, 6)))
+    ).format(limit)
+
+
+def _task_distance(query: SearchQuery, config: SearchConfig) -> sql.Composable | None:
+    """The largest cosine distance from the query's task that is still its kind of task; None: no filter."""
+    if query.task_embedding is None or config.experience_task_fit <= 0:
+        return None
+    return sql.Literal(round(1.0 - config.experience_task_fit, 6))
 
 
 def _param(

@@ -396,24 +396,16 @@ def nearest_experience_id(
 
 
 def insert_experience(
-    session: Session,
-    values: dict[str, Any],
-    embedding: Sequence[float],
-    task_embedding: Sequence[float] | None = None,
+    session: Session, values: dict[str, Any], embedding: Sequence[float], task_embedding: Sequence[float]
 ) -> None:
     """Insert one experience row (column values, its embedding and its task's) without the ORM."""
     table = Experience.__table__
     _binary_parameters(session)
-    vectors = {"embedding": _vector_param("vec")}
-    if task_embedding is not None:
-        vectors["task_embedding"] = _vector_param("task_vec")
     session.connection().execute(
-        insert(table).values(**vectors),  # type: ignore[arg-type]
-        {
-            **values,
-            "vec": _vector_value(embedding),
-            **({"task_vec": _vector_value(task_embedding)} if task_embedding is not None else {}),
-        },
+        insert(table).values(  # type: ignore[arg-type]
+            embedding=_vector_param("vec"), task_embedding=_vector_param("task_vec")
+        ),
+        {**values, "vec": _vector_value(embedding), "task_vec": _vector_value(task_embedding)},
     )
 
 

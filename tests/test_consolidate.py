@@ -236,6 +236,23 @@ class TestGeneralise:
         assert frog.status == ExperienceStatus.RETIRED
         assert "experience.generalise_more" in actions(db, tenant.id)
 
+    def test_later_moves_on_the_found_animal_take_the_category(self, db: Session, settings: Settings) -> None:
+        """The run that focused on the dove then picked it up: `pick up <task:animal>`, in its own cluster."""
+        tenant = make_tenant(db)
+        cluster, later = make_cluster(db, tenant), make_cluster(db, tenant)
+        supported(db, tenant, cluster, "focus on dove", "red", 1)
+        supported(db, tenant, cluster, "focus on blue jay", "green", 1)
+        pick = supported(db, tenant, later, "pick up dove", "red", 2)
+        stats = consolidate(db, tenant.id, settings, embedder=ToyEmbedder())
+        assert (stats.generalised, stats.merged_into_general) == (2, 3)
+        carried = next(g for g in general_of(db, tenant) if g.cluster_id == later.id)
+        assert carried.action_template == "pick up <task:animal>"
+        assert carried.slots[0]["examples"] == ["blue jay", "dove"]
+        assert carried.successes == 2 and pick.status == ExperienceStatus.RETIRED
+        assert "with the animal it had found" in carried.text
+        entry = db.scalars(select(AuditLog).where(AuditLog.target_id == str(carried.id))).one()
+        assert (entry.action, entry.detail["coreferent"]) == ("experience.generalise", ["dove"])
+
     def test_unrelated_objects_stay_literal(self, db: Session, settings: Settings) -> None:
         """Two unnamed objects no task word describes (all score alike) are not generalised."""
         tenant = make_tenant(db)

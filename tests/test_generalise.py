@@ -14,6 +14,7 @@ from app.evolver.generalise import (
     Lesson,
     category_of,
     choose_category,
+    corefer,
     embedding_scorer,
     propose,
     render_text,
@@ -29,6 +30,7 @@ CLUSTER = uuid.uuid4()
 # Toy embeddings: animals point along axis 0, places along axis 1, containers along axis 2.
 VECTORS = {
     "dove": (1.0, 0.1, 0.0),
+    "egg dove egg": (1.0, 0.1, 0.05),
     "blue jay": (0.9, 0.0, 0.2),
     "butterfly": (1.0, 0.2, 0.1),
     "frog": (0.95, 0.1, 0.0),
@@ -198,6 +200,65 @@ class TestPropose:
         found = propose([*doves, *birds], toy_scorer, loose)
         assert [p.template for p in found] == ["put <task:animal> in cage"]
         assert set(found[0].members) == {doves[0].id, birds[0].id, birds[1].id}
+
+
+class TestCorefer:
+    """Later moves of a run on the object it found become moves on the category."""
+
+    def test_later_moves_on_a_found_animal_take_the_category(self) -> None:
+        """`focus on dove|blue jay` become `focus on <task:animal>`, and so do `pick up dove` and the move."""
+        focus = [lesson("focus on dove", "red"), lesson("focus on blue jay", "green")]
+        pick = lesson("pick up dove", "red", cluster=uuid.uuid4())
+        carry = Lesson(id=uuid.uuid4(), cluster_id=uuid.uuid4(), task=ANIMAL_TASK.format("red"),
+                       template="move dove in inventory to <task:object>",
+                       example="move dove in inventory to red box")  # fmt: skip
+        lessons = [*focus, pick, carry, lesson("look around", cluster=uuid.uuid4())]
+        proposals = propose(lessons, toy_scorer, GeneraliseConfig())
+        found = corefer(lessons, proposals, toy_scorer)
+        by_member = {p.members: p for p in found}
+        assert by_member[(pick.id,)].template == "pick up <task:animal>"
+        assert by_member[(carry.id,)].template == "move <task:animal> in inventory to <task:object>"
+        assert all(p.category == "animal" and p.into is None for p in found)
+        assert by_member[(pick.id,)].coreferent == ("dove",)
+        assert by_member[(pick.id,)].examples == ("blue jay", "dove")
+        assert len(found) == 2
+
+    def test_an_object_within_an_example_and_an_existing_lesson(self) -> None:
+        """`pick up dove`, the category seen with `egg dove egg`: joins the `pick up <task:animal>` there."""
+        other = uuid.uuid4()
+        focus = Lesson(id=uuid.uuid4(), cluster_id=CLUSTER, template="focus on <task:animal>",
+                       task=ANIMAL_TASK.format("red"), examples=("egg dove egg", "frog"))  # fmt: skip
+        general = Lesson(id=uuid.uuid4(), cluster_id=other, template="pick up <task:animal>",
+                         task=ANIMAL_TASK.format("red"), examples=("frog",))  # fmt: skip
+        pick = lesson("pick up dove", cluster=other)
+        [proposal] = corefer([focus, general, pick], [], toy_scorer)
+        assert (proposal.into, proposal.members) == (general.id, (pick.id,))
+        assert proposal.coreferent == ("egg dove egg",)
+
+    def test_no_category_word_in_the_task_or_the_object_named(self) -> None:
+        """Other tasks' lessons on a dove, or on what the task names, stay literal."""
+        focus = Lesson(id=uuid.uuid4(), cluster_id=CLUSTER, template="focus on <task:animal>",
+                       task=ANIMAL_TASK.format("red"), examples=("dove", "frog"))  # fmt: skip
+        plain = lesson("pick up dove", task="Your task is to feed the dove.", cluster=uuid.uuid4())
+        assert corefer([focus, plain], [], toy_scorer) == []
+        named = lesson("pick up frog", task="Your task is to find an animal, the frog.", cluster=uuid.uuid4())
+        assert corefer([focus, named], [], toy_scorer) == []
+        unseen = lesson("pick up butterfly", cluster=uuid.uuid4())
+        assert corefer([focus, unseen], [], toy_scorer) == []
+
+    def test_a_cluster_reading_the_move_under_another_word_keeps_it_literal(self) -> None:
+        """`pick up <task:thing>` already stands in that cluster: choosing "animal" there would be unsure."""
+        focus = Lesson(id=uuid.uuid4(), cluster_id=CLUSTER, template="focus on <task:animal>",
+                       task=ANIMAL_TASK.format("red"), examples=("dove",))  # fmt: skip
+        other = uuid.uuid4()
+        thing = Lesson(id=uuid.uuid4(), cluster_id=other, template="pick up <task:thing>",
+                       task=ANIMAL_TASK.format("red"), examples=("box",))  # fmt: skip
+        assert corefer([focus, thing, lesson("pick up dove", cluster=other)], [], toy_scorer) == []
+
+    def test_text_says_one_run_found_it(self) -> None:
+        """A coreferent lesson does not claim several runs each found their own."""
+        text = render_text("outside", "pick up <task:animal>", "animal", coreferent=True)
+        assert "with the animal it had found" in text and "each on" not in text
 
 
 class TestHelpers:

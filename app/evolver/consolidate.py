@@ -179,7 +179,8 @@ def _generalise(
     created: list[Experience] = []
     others = [r.action_example for r in rows if r.polarity != Polarity.DO]
     scorer = generalise.embedding_scorer(embedder)
-    for proposal in generalise.propose(lessons, scorer, config, other_actions=others):
+    proposals = generalise.propose(lessons, scorer, config, other_actions=others)
+    for proposal in [*proposals, *generalise.corefer(lessons, proposals, scorer)]:
         members = [by_id[i] for i in proposal.members]
         target = by_id[proposal.into] if proposal.into is not None else None
         if target is None:
@@ -223,6 +224,7 @@ def _generalise(
                     else None
                 ),
                 "examples": list(proposal.examples),
+                "coreferent": list(proposal.coreferent),
                 "merged": [str(r.id) for r in members],
             },
         )
@@ -250,7 +252,9 @@ def _general_lesson(
     embedder: Embedder,
 ) -> Experience:
     """A new, empty `do` lesson with the proposal's template, worded from its best-supported member."""
-    text = generalise.render_text(model.situation, proposal.template, proposal.category)
+    text = generalise.render_text(
+        model.situation, proposal.template, proposal.category, coreferent=bool(proposal.coreferent)
+    )
     row = Experience(
         id=uuid.uuid4(),
         tenant_id=model.tenant_id,

@@ -7,7 +7,8 @@ holds such lessons for at least two different objects, and every source task sha
 word whose embedding is close to the objects' mean embedding (clearly closer than any other
 candidate word), they become one lesson `focus on <task:animal>`: "the animal your task asks for".
 When the choice is not clear, or the objects look like things tasks name rather than members of a
-category (see `propose`), nothing is proposed.
+category (see `propose`), nothing is proposed. The same run's later moves on that object (`pick up
+dove`) then become moves on the category too (`corefer`).
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ class Generalisation:
     similarity: float
     runner_up: str | None
     runner_up_similarity: float | None
+    # For `corefer`: the category examples the members' objects were (empty: a category of its own).
+    coreferent: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -255,6 +258,92 @@ def _decide(
     )
 
 
+def corefer(
+    lessons: Sequence[Lesson], proposals: Sequence[Generalisation], score: Scorer
+) -> list[Generalisation]:
+    """Literal `do` lessons on an object a category lesson was seen with: lessons on the category too.
+
+    A run that found the animal goes on with it: `focus on dove` raised the score, then `pick up dove`
+    and `move dove in inventory to <task:object>`. Once `focus on dove` is read as `focus on
+    <task:animal>` (by `propose`, or in an earlier pass), the later moves on the dove were moves on the
+    animal the task asked for: `pick up <task:animal>`. An object is that example when one name holds
+    the other's words (`dove`, `egg dove egg`), the lesson's task has the category word, and the task
+    does not name the object. Lessons `proposals` already take are left alone; a cluster that reads
+    the same move under another category word keeps its literal lesson.
+    """
+    examples: dict[str, set[str]] = defaultdict(set)
+    for lesson in lessons:
+        category = category_of(lesson.template)
+        if category is not None:
+            examples[category] |= set(lesson.examples)
+    for proposal in proposals:
+        examples[proposal.category] |= set(proposal.examples)
+    taken = {i for p in proposals for i in (*p.members, *((p.into,) if p.into else ()))}
+    general = {
+        (lesson.cluster_id, lesson.template): lesson for lesson in lessons if category_of(lesson.template)
+    }
+    groups: dict[tuple[uuid.UUID, str, str], list[tuple[_Fit, str]]] = defaultdict(list)
+    for lesson in lessons:
+        if lesson.id in taken or category_of(lesson.template) is not None:
+            continue
+        task_words = content_words(lesson.task)
+        for fit in _fits(lesson):
+            if fit.obj is None or content_words(fit.obj) & task_words:
+                continue
+            for category in sorted(examples.keys() & task_words):
+                seen = next((e for e in sorted(examples[category]) if same_thing(fit.obj, e)), None)
+                if seen is not None:
+                    template = " ".join(f"<task:{category}>" if t == HOLE else t for t in fit.pattern)
+                    groups[(lesson.cluster_id, template, category)].append((fit, seen))
+                    break
+    found: list[Generalisation] = []
+    used: set[uuid.UUID] = set()
+    for (cluster_id, template, category), fits in sorted(groups.items(), key=lambda kv: kv[0][1:]):
+        pattern = template.split()
+        elsewhere = [t for c, t in general if c == cluster_id and category_of(t) != category]
+        if any(_same_move(t, pattern) for t in elsewhere):
+            continue  # this cluster reads the move under another category word
+        members = sorted(
+            {f.lesson.id: f.lesson for f, _ in fits if f.lesson.id not in used}.values(),
+            key=lambda lesson: (-lesson.support, lesson.template),
+        )
+        if not members:
+            continue
+        used |= {m.id for m in members}
+        into = general.get((cluster_id, template))
+        seen_with = tuple(sorted(examples[category] | {f.obj for f, _ in fits if f.obj is not None}))
+        found.append(
+            Generalisation(
+                cluster_id=cluster_id,
+                template=template,
+                category=category,
+                examples=seen_with,
+                members=tuple(m.id for m in members),
+                into=into.id if into is not None else None,
+                similarity=float(score(sorted(examples[category]), [category])[0]),
+                runner_up=None,
+                runner_up_similarity=None,
+                coreferent=tuple(sorted({seen for _, seen in fits})),
+            )
+        )
+    return found
+
+
+def same_thing(a: str, b: str) -> bool:
+    """One name holds the other's words: `dove`, and `egg dove egg` (its name once in the inventory)."""
+    x, y = set(a.split()), set(b.split())
+    return bool(x) and bool(y) and (x <= y or y <= x)
+
+
+def _same_move(template: str, pattern: Sequence[str]) -> bool:
+    """Whether `template` is `pattern` with its category slot under some other word."""
+    tokens = template.split()
+    if len(tokens) != len(pattern):
+        return False
+    slot = _CATEGORY_SLOT.fullmatch
+    return all(a == b or bool(slot(a) and slot(b)) for a, b in zip(tokens, pattern, strict=True))
+
+
 def slots_for(
     template: str, base: Sequence[dict[str, Any]], category: str, examples: Sequence[str]
 ) -> list[dict[str, Any]]:
@@ -281,13 +370,16 @@ def dedup_key(cluster_id: uuid.UUID, template: str) -> str:
     return hashlib.sha256(f"do|{cluster_id}|{template}".encode()).hexdigest()
 
 
-def render_text(situation: str, template: str, category: str) -> str:
+def render_text(situation: str, template: str, category: str, *, coreferent: bool = False) -> str:
     """'When <situation>, do `<template>` (the CATEGORY your task asks for) because ...', at most 64 words."""
     article = "an" if category[0] in "aeiou" else "a"
-    tail = (
-        f"do `{template}` (filling <task:{category}> with the {category} your task asks for) because "
-        f"successful runs took this step here, each on {article} {category} of their own."
+    because = (
+        f"a run took this step here with the {category} it had found"
+        if coreferent
+        else f"successful runs took this step here, each on {article} {category} of their own"
     )
+    filling = f"filling <task:{category}> with the {category} your task asks for"
+    tail = f"do `{template}` ({filling}) because {because}."
     trigger = situation.split()
     keep = max(3, min(TRIGGER_WORDS, MAX_WORDS - len(tail.split()) - 1))
     lead = " ".join(trigger[:keep]) + ("..." if len(trigger) > keep else "")

@@ -8,6 +8,7 @@ from app.evolver.extract import (
     Reason,
     StepView,
     TrajectoryView,
+    explored,
     extract,
     render_text,
     template_action,
@@ -67,6 +68,22 @@ class TestCreditAssignment:
             ExtractionConfig(do_min_score=0.7),
         )
         assert all(c.polarity == "avoid" for c in found)
+
+    def test_exploration_of_a_success_teaches_only_what_raised_the_score(self) -> None:
+        """Steps where the agent asked the library and used nothing are its own wandering: no path `do`."""
+        found = extract(
+            run(
+                step(0, "go to bedroom", explored=True),
+                step(1, "go to hallway", key=HALL, cluster=C2, explored=True, reward=0.2),
+                step(2, "focus on water", key="water", cluster=uuid.uuid4()),
+            ),
+            ClusterHistory(),
+        )
+        assert {(c.reason, c.action.example) for c in found if c.polarity == "do"} == {
+            (Reason.REWARD_ROSE, "go to hallway"),
+            (Reason.SUCCESS_PATH, "focus on water"),
+        }
+        assert explored("r-1", []) and not explored("r-1", ["e-1"]) and not explored(None, [])
 
     def test_errors_and_no_change_are_avoid(self) -> None:
         """In a failed run, an errored step and a step that changed nothing both teach `avoid`."""

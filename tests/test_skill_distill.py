@@ -231,6 +231,24 @@ class TestConsensus:
         ]
         assert [s.template for s in consensus_procedure(runs).steps] == ["focus on dove", "pick up dove"]
 
+    def test_exploration_that_gained_nothing_is_no_step_of_the_plan(self) -> None:
+        """An agent that asked the library, used nothing and gained nothing was wandering: its path is
+        the steps it was guided to or that raised the score (`go to kitchen` here), not the detour."""
+        wandering = run_view(
+            ANIMAL,
+            ANIMALS,
+            RunStep("go to hallway", explored=True),
+            RunStep("go to bedroom", explored=True),
+            RunStep("go to kitchen", explored=True, reward=0.1),
+            "focus on dove",
+            "pick up dove",
+        )
+        direct = run_view(ANIMAL, ANIMALS, "go to kitchen", "focus on dove", "pick up dove")
+        procedure = consensus_procedure([wandering, direct])
+        plan = [s.template for s in procedure.steps]
+        assert plan == ["go to <task:object>", "focus on dove", "pick up dove"]
+        assert all(s.support == 1.0 for s in procedure.steps)
+
     def test_no_successful_runs_give_an_empty_procedure(self) -> None:
         """Nothing to agree on."""
         assert consensus_procedure([]) == Procedure(steps=(), runs=())

@@ -4,7 +4,10 @@ Pure: no database, no model. The pipeline feeds it trajectories whose steps alre
 situation key and a state cluster, plus what successful runs did in those clusters.
 
 A step gives a `do` candidate when the trajectory was admitted (its outcome score reached the
-threshold) and the step raised the reward (strongest signal) or moved the run on without error.
+threshold) and the step raised the reward (strongest signal) or moved the run on without error. A
+step where the agent asked the library and used none of its items (`explored`) is its own
+exploration: unless it raised the reward it is no path for others to copy (an agent that wandered
+through five rooms before finding the animal teaches the finding, not the rooms).
 A step gives an `avoid` candidate when it errored, changed nothing, was the last move of a failed
 run and made the score fall, or was where a failed run left what successful runs did in the same
 state cluster. A failed run does not teach to avoid what successful runs did in the same cluster
@@ -25,7 +28,7 @@ import enum
 import hashlib
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 MAX_WORDS = 64
@@ -68,6 +71,12 @@ class StepView:
     action: str
     error: str | None = None
     reward: float | None = None
+    explored: bool = False  # the agent asked the library here and used none of its items
+
+
+def explored(retrieval_id: str | None, used_item_ids: Sequence[str] | None) -> bool:
+    """A step taken after asking the library (`retrieval_id`) without using any item it named."""
+    return retrieval_id is not None and not used_item_ids
 
 
 @dataclass(frozen=True)
@@ -244,7 +253,7 @@ def extract(
         ):
             candidates.append(_candidate(trajectory, step, "avoid", Reason.NO_CHANGE, plain))
             continue
-        if admitted_do and changed:
+        if admitted_do and changed and not step.explored:
             candidates.append(_candidate(trajectory, step, "do", Reason.SUCCESS_PATH, plain))
     candidates.sort(key=lambda c: (-c.priority, c.situation, c.action.template))
     return candidates

@@ -20,6 +20,7 @@ from app.evolver.extract import (
     ExtractionConfig,
     StepView,
     TrajectoryView,
+    explored,
     extract,
     template_action,
 )
@@ -105,6 +106,7 @@ def _views(rows: Any, steps: Any, placed: dict[uuid.UUID, StepSituation]) -> lis
                 action=step.action,
                 error=step.error,
                 reward=step.reward,
+                explored=explored(step.retrieval_id, step.used_item_ids),
             )
         )
     return [

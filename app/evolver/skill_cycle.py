@@ -28,7 +28,7 @@ from app.errors import InvalidSkill
 from app.evolver import skill_distill as distill
 from app.evolver import skill_refine as refine
 from app.evolver.dispatch import send_after_commit
-from app.evolver.extract import template_action
+from app.evolver.extract import explored, template_action
 from app.evolver.names import TaskName
 from app.evolver.pipeline import EventMissing
 from app.evolver.skill_llm import (
@@ -216,7 +216,15 @@ def run_view(trajectory: Trajectory, steps: Sequence[TrajectoryStep]) -> distill
         agent_id=trajectory.agent_id,
         success=trajectory.success,
         score=trajectory.score,
-        steps=tuple(distill.RunStep(action=s.action, error=s.error, reward=s.reward) for s in steps),
+        steps=tuple(
+            distill.RunStep(
+                action=s.action,
+                error=s.error,
+                reward=s.reward,
+                explored=explored(s.retrieval_id, s.used_item_ids),
+            )
+            for s in steps
+        ),
     )
 
 

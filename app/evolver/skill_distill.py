@@ -75,6 +75,7 @@ class RunStep:
     action: str
     error: str | None = None
     reward: float | None = None
+    explored: bool = False  # the agent asked the library here and used none of its items (`extract`)
 
 
 @dataclass(frozen=True)
@@ -249,7 +250,12 @@ def _succeeded(run: RunView, do_min_score: float) -> bool:
 
 
 def _clean(run: RunView) -> list[_Step]:
-    return [_prepare(s.action, run.task) for s in run.steps if not s.error and s.action.strip()]
+    """The steps that make the run's path: no errors, and no exploration that gained nothing."""
+    return [
+        _prepare(s.action, run.task)
+        for s in run.steps
+        if not s.error and s.action.strip() and (not s.explored or (s.reward or 0.0) > 0)
+    ]
 
 
 def _by_id(runs: Sequence[RunView]) -> list[RunView]:

@@ -199,7 +199,7 @@ class LoopReport:
 
 
 def table(report: LoopReport) -> Table:
-    """Success rate / mean score per condition and task type."""
+    """Success rate / mean score per condition and task type; steps the solved episodes took."""
     from rich.table import Table
 
     kinds = list(dict.fromkeys(k for _, row in report.rows() for k in row if k != "total"))
@@ -214,6 +214,7 @@ def table(report: LoopReport) -> Table:
     out.add_column("library")
     for kind in [*kinds, "total"]:
         out.add_column(kind, justify="right")
+    out.add_column("steps to solve", justify="right")
     for name, row in report.rows():
         cells = []
         for kind in [*kinds, "total"]:
@@ -223,7 +224,8 @@ def table(report: LoopReport) -> Table:
                 if s is None or s.mean_score is None
                 else f"{s.success_rate:.2f} / {s.mean_score:.2f} (n={s.episodes})"
             )
-        out.add_row(name, *cells)
+        steps = row["total"].solved_steps
+        out.add_row(name, *cells, "-" if steps is None else f"{steps:.1f}")
     return out
 
 

@@ -31,6 +31,7 @@ from app.evolver.closed_loop import (
     Observation,
     PlanStep,
     RuleAgent,
+    as_categories,
     avoided,
     bind,
     by_task,
@@ -161,6 +162,11 @@ class TestFill:
         assert avoided("focus on red box", [pitfall], ANIMAL, animals) is None  # words of the task
         assert avoided("go to kitchen", [pitfall, Hint("e2", "avoid", "look around")], ANIMAL, {}) is None
         assert avoided("look around", [Hint("e2", "avoid", "look around")], ANIMAL, {}) is not None
+        # A literal `do` (`focus on rock` found the thing) beats the general warning, not a literal one.
+        vouched = frozenset({"focus on rock"})
+        assert avoided("focus on rock", [pitfall], ANIMAL, animals, vouched=vouched) is None
+        literal = Hint("e3", "avoid", "focus on rock")
+        assert avoided("focus on rock", [pitfall, literal], ANIMAL, animals, vouched=vouched) == literal
 
     def test_hints_plan_and_pitfalls(self) -> None:
         items = [
@@ -395,6 +401,73 @@ class TestPolicy:
         choice = agent.choose(ANIMAL, replace(obs, score=0.5), [], state)
         assert choice.action == "pick up turtle"  # the focused animal, not another focus
 
+    def test_the_value_of_a_do_lesson_that_paid_carries_on_without_a_plan(self) -> None:
+        """No strategy: `focus on <task:animal>` on a wolf paid, so `pick up <task:animal>` takes the wolf.
+
+        The stand-in kinship knows no wolf: without the carried value the pick-up would not be sure.
+        """
+        agent = RuleAgent(kin=_kin)
+        seen = {"animal": frozenset({"dove"})}
+        focus = Hint("e1", "do", "focus on <task:animal>", "focus on dove", categories=seen)
+        pick = Hint("e2", "do", "pick up <task:animal>", "pick up dove", categories=seen)
+        here = "This outside location is called the outside."
+        obs = Observation(here, ("focus on dove", "pick up axe", "pick up baby wolf"))
+        choice = agent.choose(ANIMAL, obs, [focus], _state(here))
+        assert (choice.action, choice.template) == ("focus on dove", "focus on <task:animal>")
+        state = _state(here)
+        state.acted("focus on baby wolf", "focus on <task:animal>")
+        state.see(replace(obs, score=0.5))
+        assert state.gained == {"baby wolf"}
+        choice = agent.choose(ANIMAL, replace(obs, score=0.5), [pick], state)
+        assert (choice.action, choice.source) == ("pick up baby wolf", "do")
+        # A step that raised nothing carries nothing on, and the unsure wolf is left alone.
+        state = _state(here)
+        state.acted("focus on baby wolf", "focus on <task:animal>")
+        state.see(obs)
+        assert state.gained == set()
+        assert agent.choose(ANIMAL, obs, [pick], state).source != "do"
+
+    def test_a_plan_step_on_a_seen_category_value_is_a_step_on_the_category(self) -> None:
+        """Every recorded run found a dove: `pick up dove` reads `pick up <task:animal>`, the wolf found."""
+        seen = {"animal": frozenset({"dove", "egg dove egg"})}
+        assert as_categories(PlanStep("pick up dove"), seen) == PlanStep(
+            "pick up <task:animal>", frozenset({"dove"})
+        )
+        step = as_categories(PlanStep("move egg dove egg in inventory to <task:object>"), seen)
+        assert step.template == "move <task:animal> in inventory to <task:object>"
+        assert as_categories(PlanStep("pick up dovetail"), seen) == PlanStep("pick up dovetail")
+        assert as_categories(PlanStep("go to kitchen"), seen) == PlanStep("go to kitchen")
+        # An object slot seen with a dove (and a flower pot nobody vouches for) is the animal slot.
+        slot = as_categories(PlanStep("pick up <object>", frozenset({"dove", "flower pot"})), seen)
+        assert slot == PlanStep("pick up <task:animal>", frozenset({"dove"}))
+        rooms = PlanStep("go to <object>", frozenset({"dove", "kitchen"}))
+        assert as_categories(rooms, seen, places={"kitchen"}) == rooms  # a place among them: not the animal
+        agent = RuleAgent(kin=_kin)
+        here = "This outside location is called the outside."
+        state = _state(here)
+        state.plan, state.strategy_id = (PlanStep("focus on dove"), PlanStep("pick up dove")), "s1"
+        hint = Hint("e1", "do", "look around", categories=seen)  # brings what the library saw as animals
+        state.learn([hint])
+        assert [s.template for s in state.plan] == ["focus on <task:animal>", "pick up <task:animal>"]
+        state.acted("focus on baby wolf")
+        state.see(Observation(here, (), score=0.5))
+        assert state.plan_pos == 1 and state.gained == {"baby wolf"}
+        obs = Observation(here, ("pick up axe", "pick up baby wolf"), score=0.5)
+        choice = agent.choose(ANIMAL, obs, [hint], state)
+        assert (choice.action, choice.source) == ("pick up baby wolf", "plan")
+
+    def test_the_earliest_next_step_a_do_names_comes_first(self) -> None:
+        """Answer order puts `pick up` first, but the plan says focus first: the agent focuses."""
+        seen = {"animal": frozenset({"dove"})}
+        pick = Hint("e1", "do", "pick up <task:animal>", "pick up dove", categories=seen)
+        focus = Hint("e2", "do", "focus on <task:animal>", "focus on dove", categories=seen)
+        state = _state("This outside location is called the outside.")
+        state.plan = (PlanStep("focus on <task:animal>"), PlanStep("pick up <task:animal>"))
+        state.strategy_id = "s1"
+        obs = Observation("This outside location is called the outside.", ("pick up dove", "focus on dove"))
+        choice = RuleAgent(kin=_kin).choose(ANIMAL, obs, [pick, focus], state)
+        assert (choice.action, choice.source, choice.used) == ("focus on dove", "plan+do", ("e2", "s1"))
+
     def test_a_literal_pitfall_that_ended_runs_makes_its_kind_of_move_risky(self) -> None:
         """`focus on fountain` ended failed runs: once a focus pays, no other focus is risked."""
         assert kind_of("focus on fountain") == "focus on <object>"
@@ -516,6 +589,7 @@ class TestLoop:
         assert [s.result.score for s in steps] == [0.0, 0.5, 1.0]
         figures = by_task([s.result for s in steps])
         assert figures["a"].mean_score == 0.5 and figures["total"].success_rate == pytest.approx(1 / 3)
+        assert figures["a"].solved_steps == 3 and figures["b"].solved_steps is None  # b was not solved
         assert running_mean([0.0, 1.0, 1.0], 2) == [0.0, 0.5, 1.0]
 
     def test_train_subset_takes_the_first_variations_per_task_type(self) -> None:

@@ -6,7 +6,8 @@ session id, step) through the Python client's `AgentSession`, then acts:
 1. it drops every valid action that a listed `avoid` experience or the strategy's Pitfalls match
    (`avoided`), and, once a warned-against kind of action has raised the score (`focus on` the right
    thing), every further action of that kind; a move that ended failed runs (`focus on fountain`)
-   warns against its whole kind (`kind_of`: `focus on <object>`);
+   warns against its whole kind (`kind_of`: `focus on <object>`); an action a literal `do` of the answer
+   names is spared by warnings with slots (`focus on thermometer` against `focus on <other:object>`);
 2. it *fills* templates from the environment's valid actions (`fill`): a valid action fills a template
    when it instantiates it (literal words equal; `<task:object>` by words of the task; `<task:animal>`
    by anything if the task names animals; `<object>` by anything). Slots are typed by the values the
@@ -16,15 +17,16 @@ session id, step) through the Python client's `AgentSession`, then acts:
    to the seen ones (`Kinship`: embedding cosine, `turtle` is like `tortoise`, not like `axe`);
    `<other:object>` in an `avoid` matches only values the task does not name (its words, or values
    of a category slot the task names, seen or akin);
-3. it prefers, in this order: a `do` experience's fill that is also a next step of the session's pinned
-   strategy skill (its procedure, when the tier serves the body); the first next procedure step with a
-   sure fill (seen values, or unseen ones akin enough); a sure fill of a `do` experience (answer
-   order); any fill of a procedure step; then the fixed exploration policy (`explore`): head for a
-   place the next steps name, look around a room not yet looked at, open a door not yet opened, go
-   (or teleport) to a room not yet visited, else a random valid action (seeded per episode). The next
-   steps never reach past a literal step naming a place not reached yet (`go to outside` comes before
-   `focus on <object>`) unless the plan has stalled there. An action already taken in the same room
-   is not taken again unless nothing else is left.
+3. it prefers, in this order: a `do` experience's fill that is also a next step (the earliest such) of
+   the session's pinned strategy skill (its procedure, when the tier serves the body; a literal value
+   the library has seen in a category slot reads as that slot, `as_categories`); the first next
+   procedure step with a sure fill (seen values, or unseen ones akin enough); a sure fill of a `do`
+   experience (answer order); any fill of a procedure step; then the fixed exploration policy
+   (`explore`): head for a place the next steps name, look around a room not yet looked at, open a
+   door not yet opened, go (or teleport) to a room not yet visited, else a random valid action
+   (seeded per episode). The next steps never reach past a literal step naming a place not reached
+   yet (`go to outside` comes before `focus on <object>`) unless the plan has stalled there. An
+   action already taken in the same room is not taken again unless nothing else is left.
 
 Each step is recorded with its reward, error and the ids of the items it used (the `do` experience,
 the strategy skill), and the episode can be posted back as a trajectory (`AgentSession.finish`).
@@ -40,7 +42,7 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from statistics import fmean
 from typing import TYPE_CHECKING, Any, Protocol
@@ -48,6 +50,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from app import skill_md
+from app.evolver.extract import STOPWORDS
+from app.evolver.generalise import same_thing
 
 if TYPE_CHECKING:
     from skillfoundry_client import AgentSession
@@ -306,14 +310,16 @@ def _slot_fit(
     categories: Mapping[str, frozenset[str]],
     places: frozenset[str],
     kin: Kinship | None,
+    carried: frozenset[str] = frozenset(),
 ) -> tuple[bool, float] | None:
     """Whether a slot value was seen (or comes from the task) and how well it fits; None if it cannot.
 
     A place never fills a slot whose seen values are all things (`focus on <object>` seen with dove and
     blue jay is not `focus on living room`). An unseen value is scored by its kinship to the seen things;
-    a category slot (`<task:animal>`) takes it only at `KIN_THRESHOLD` or above.
+    a category slot (`<task:animal>`) takes it only at `KIN_THRESHOLD` or above, unless it is `carried`
+    (what the agent's own score-raising steps used: the animal it found).
     """
-    seen = categories.get(category, known) if kind == "category" else known
+    seen = categories.get(category, known) | carried if kind == "category" else known
     if filler in places and seen and not seen & places:
         return None
     if kind == "any" and seen and not seen & places and filler not in seen and _words(filler) <= task_words:
@@ -340,8 +346,12 @@ def fill(
     example: str = "",
     places: frozenset[str] = frozenset(),
     kin: Kinship | None = None,
+    carried: frozenset[str] = frozenset(),
 ) -> list[Fill]:
-    """The valid actions that instantiate `template`, best first (rank, fit, then the valid list's order)."""
+    """The valid actions that instantiate `template`, best first (rank, fit, then the valid list's order).
+
+    `carried`: what the agent's own score-raising steps used, seen in every slot, category slots too.
+    """
     task_words = _words(task)
     out: list[Fill] = []
     # A qualifier the recorded run needed (`move <object> in inventory to ...`) may be left out here.
@@ -356,7 +366,7 @@ def fill(
             out.append(Fill(action, 0))
             continue
         fits = [
-            _slot_fit(kind, cat, filler, task_words, known, categories, places, kin)
+            _slot_fit(kind, cat, filler, task_words, known | carried, categories, places, kin, carried)
             for kind, cat, filler in binding
         ]
         if any(f is None for f in fits):
@@ -372,12 +382,17 @@ def avoided(
     task: str,
     categories: Mapping[str, frozenset[str]],
     kin: Kinship | None = None,
+    vouched: frozenset[str] = frozenset(),
 ) -> Hint | None:
     """The first `avoid` experience that matches `action`, if any.
 
     `<other:object>` matches only what the task does not name (see `_named`); other slots as in `bind`.
+    An action a literal `do` lesson names (`vouched`: `focus on thermometer`) is avoided only by a
+    literal `avoid`: the exact evidence beats the general warning (`focus on <other:object>`).
     """
     for hint in avoids:
+        if action in vouched and "<" in hint.template:
+            continue
         binding = bind(hint.template, action, task)
         if binding is None:
             continue
@@ -416,7 +431,8 @@ class EpisodeState:
     spent: set[str] = field(default_factory=set)  # risky templates already taken for a gain: done with
     score: float = 0.0
     last_action: str | None = None
-    gained: set[str] = field(default_factory=set)  # slot values of the plan's steps that raised the score
+    last_template: str = ""  # the `do` lesson the last action filled, if any
+    gained: set[str] = field(default_factory=set)  # slot values of guided steps that raised the score
 
     @classmethod
     def start(cls, seed: int | str, observation: Observation) -> EpisodeState:
@@ -429,8 +445,9 @@ class EpisodeState:
             # A risky kind of action paid off (`focus on` the right thing): another could only lose it.
             self.spent |= {t for t in self.risky if _fits_task_step(t, self.last_action)}
             # What it was done with is what the next steps are about (`pick up` the animal focused on).
-            for step in self.plan:
-                binding = bind(re.sub(r"<[^>]+>", "<object>", step.template), self.last_action, "")
+            guided = [step.template for step in self.plan] + [self.last_template] * bool(self.last_template)
+            for template in guided:
+                binding = bind(re.sub(r"<[^>]+>", "<object>", template), self.last_action, "")
                 self.gained |= {filler for _, _, filler in binding or () if filler not in self.places}
         self.score = observation.score
         room = room_of(observation.text)
@@ -448,10 +465,10 @@ class EpisodeState:
     def times(self, action: str) -> int:
         return self.tried[self.room, action]
 
-    def acted(self, action: str) -> None:
-        """Book an action before its observation is seen."""
+    def acted(self, action: str, template: str = "") -> None:
+        """Book an action (and the `do` template it fills) before its observation is seen."""
         window = self._window()
-        self.last_action = action
+        self.last_action, self.last_template = action, template
         self.tried[self.room, action] += 1
         if action == LOOK and self.room is not None:
             self.looked.add(self.room)
@@ -508,7 +525,61 @@ class EpisodeState:
         for hint in hints:
             for category, values in hint.categories.items():
                 self.categories[category] = self.categories.get(category, frozenset()) | values
+        self.plan = tuple(as_categories(step, self.categories, self.places) for step in self.plan)
         return avoids
+
+
+def as_categories(
+    step: PlanStep, categories: Mapping[str, frozenset[str]], places: Set[str] = frozenset()
+) -> PlanStep:
+    """A literal procedure step on a value the library has seen as a category's: a step on the category.
+
+    Three recorded runs that all found a dove write `pick up dove` into the plan; the library has seen
+    the dove as `<task:animal>`, so for this agent the step reads `pick up <task:animal>` (the animal it
+    found, carried on from the focus that paid). An object is a run of words after the verb, as the
+    distiller groups them; it is the seen value when one name holds the other's words (`egg dove egg`
+    in the inventory, `dove` when focused on). Likewise a step's only `<object>` slot whose examples
+    include such a value and no place (`focus on <object>`, e.g. dove, baby wolf) is `<task:animal>`:
+    an unseen value then needs kinship, and a flower pot no longer fills it.
+    """
+
+    def category_of(obj: str) -> str | None:
+        for category, values in sorted(categories.items()):
+            if any(same_thing(obj, v) for v in values):
+                return category
+        return None
+
+    tokens = step.template.split()
+    known = set(step.known)
+    if tokens.count("<object>") == 1 and step.known and not step.known & places:
+        found = {category_of(v) for v in step.known} - {None}
+        if len(found) == 1:
+            category = found.pop()
+            tokens[tokens.index("<object>")] = f"<task:{category}>"
+            # Examples outside the category are not vouched for: an unseen one needs kinship.
+            known = {v for v in known if category_of(v) == category}
+
+    out, run = tokens[:1], list[str]()
+
+    def flush() -> None:
+        obj = " ".join(run)
+        category = category_of(obj) if run else None
+        if category is not None:
+            out.append(f"<task:{category}>")
+            known.add(obj)
+        else:
+            out.extend(run)
+        run.clear()
+
+    for token in tokens[1:]:
+        if re.fullmatch(r"[a-z][a-z0-9'-]*", token) and token not in STOPWORDS:
+            run.append(token)
+            continue
+        flush()
+        out.append(token)
+    flush()
+    template = " ".join(out)
+    return step if template == step.template else PlanStep(template, frozenset(known))
 
 
 def _fits_task_step(template: str, action: str) -> bool:
@@ -524,6 +595,7 @@ class Choice:
     action: str
     used: tuple[str, ...] = ()
     source: str = "explore"
+    template: str = ""  # the `do` lesson's template it fills, if any
 
 
 def explore(
@@ -608,17 +680,18 @@ class RuleAgent:
         del prompt
         avoids = state.learn(hints)
         allowed_cache: dict[str, bool] = {}
+        vouched = frozenset(h.template for h in hints if h.polarity == DO and "<" not in h.template)
 
         def allowed(action: str) -> bool:
             if action not in allowed_cache:
                 spent = any(_fits_task_step(t, action) for t in state.spent)
-                allowed_cache[action] = (
-                    not spent and avoided(action, avoids, task, state.categories, self.kin) is None
-                )
+                warned = avoided(action, avoids, task, state.categories, self.kin, vouched)
+                allowed_cache[action] = not spent and warned is None
             return allowed_cache[action]
 
         valid = list(observation.valid)
         places = frozenset(state.places)
+        gained = frozenset(state.gained)
 
         def fills(template: str, known: frozenset[str], example: str = "") -> list[Fill]:
             found = fill(
@@ -630,34 +703,36 @@ class RuleAgent:
                 example=example,
                 places=places,
                 kin=self.kin,
+                carried=gained,
             )
             return [f for f in found if state.times(f.action) < GUIDED_REPEATS and allowed(f.action)]
 
         window = state.window()
         state.stalled += 1
-        gained = frozenset(state.gained)
         # In window order; each step's fills best first.
-        plan_fills = [f for step in window for f in fills(step.template, step.known | gained)]
-        plan_actions = {f.action for f in plan_fills}
+        step_fills = [fills(step.template, step.known) for step in window]
+        plan_fills = [f for found in step_fills for f in found]
         strategy = (state.strategy_id,) if state.strategy_id and window else ()
         # A `do` from a nearby situation takes an unseen value only if it is akin to the seen ones.
         do_fills = [
             (hint, f)
             for hint in hints
             if hint.polarity == DO
-            for f in fills(hint.template, hint.known | gained, hint.example)
+            for f in fills(hint.template, hint.known, hint.example)
             if self._sure(f)
         ]
-        for hint, f in do_fills:
-            if f.action in plan_actions:
-                return Choice(f.action, (hint.id, *strategy), "plan+do")
+        for found in step_fills:  # the earliest next step a `do` also names: focus before pick up
+            actions = {f.action for f in found}
+            for hint, f in do_fills:
+                if f.action in actions:
+                    return Choice(f.action, (hint.id, *strategy), "plan+do", hint.template)
         for f in plan_fills:
             if self._sure(f):
                 return Choice(f.action, strategy, "plan")
         for rank in (0, 1):
             for hint, f in do_fills:
                 if f.rank == rank:
-                    return Choice(f.action, (hint.id,), "do")
+                    return Choice(f.action, (hint.id,), "do", hint.template)
         if plan_fills:
             return Choice(plan_fills[0].action, strategy, "plan")
         # Places the next steps name: literally (`go to outside`) or by task words (`go to <task:object>`).
@@ -834,7 +909,7 @@ def play(
             state.plan, state.pitfalls = _plan(session, guidance.strategy_id)
         hints = hints_of(guidance.items)
         choice = agent.choose(env.task, observation, hints, state, guidance.prompt)
-        state.acted(choice.action)
+        state.acted(choice.action, choice.template)
         after = env.step(choice.action)
         session.record(
             choice.action,
@@ -869,11 +944,12 @@ def play(
 
 @dataclass(frozen=True)
 class Summary:
-    """Success rate and mean score of some episodes."""
+    """Success rate and mean score of some episodes, and how many steps the solved ones took."""
 
     episodes: int
     success_rate: float | None
     mean_score: float | None
+    solved_steps: float | None = None  # mean steps of the solved episodes (None: none solved)
 
     def as_dict(self) -> dict[str, object]:
         def r(v: float | None) -> float | None:
@@ -883,13 +959,20 @@ class Summary:
             "episodes": self.episodes,
             "success_rate": r(self.success_rate),
             "mean_score": r(self.mean_score),
+            "solved_steps": r(self.solved_steps),
         }
 
 
 def summarise(results: Sequence[EpisodeResult]) -> Summary:
     if not results:
         return Summary(0, None, None)
-    return Summary(len(results), fmean(r.success for r in results), fmean(r.score for r in results))
+    solved = [r.steps for r in results if r.success]
+    return Summary(
+        len(results),
+        fmean(r.success for r in results),
+        fmean(r.score for r in results),
+        fmean(solved) if solved else None,
+    )
 
 
 def by_task(results: Sequence[EpisodeResult]) -> dict[str, Summary]:

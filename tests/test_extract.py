@@ -85,6 +85,20 @@ class TestCreditAssignment:
         }
         assert explored("r-1", []) and not explored("r-1", ["e-1"]) and not explored(None, [])
 
+    def test_a_rewarded_step_of_a_failed_run_is_never_blamed(self) -> None:
+        """The focus on the thermometer scored; the run then wandered and failed: no divergence to blame."""
+        history = ClusterHistory({C2: frozenset({"look around"})})
+        found = extract(
+            run(
+                step(0, "focus on thermometer", key=HALL, cluster=C2, reward=0.75),
+                step(1, "go to hallway", key=KITCHEN, cluster=C1),
+                success=False,
+                score=0.75,
+            ),
+            history,
+        )
+        assert all(c.action.example != "focus on thermometer" for c in found)
+
     def test_errors_and_no_change_are_avoid(self) -> None:
         """In a failed run, an errored step and a step that changed nothing both teach `avoid`."""
         found = extract(

@@ -2,9 +2,10 @@
 
 The expected digests were first recorded with the version that embedded and wrote one trajectory at a
 time (`1ca6e22`), and matched by the batched one; they were recorded again when extraction stopped
-teaching `avoid` from a successful run's idle steps and from divergences the run recovered from (on
-purpose: different lessons, same batching). A toy embedder whose vector depends only on the text, and
-exact scans instead of HNSW, make the run repeatable, so any change in what is decided shows as a
+teaching `avoid` from a successful run's idle steps and from divergences the run recovered from, and
+again when a step that raised the reward stopped being blamed as a failed run's divergence (on purpose
+each time: different lessons, same batching). A toy embedder whose vector depends only on the text,
+and exact scans instead of HNSW, make the run repeatable, so any change in what is decided shows as a
 different digest.
 """
 
@@ -33,9 +34,9 @@ from app.storage.repositories import trajectories
 from tests.factories import make_tenant
 
 EXPECTED_DIGESTS = {
-    "60": "713e6de991402385818cb31b0c93e163694488c32c841093d14dedc1eec85796",
-    "1000": "34c886e8c6062685723c18319252f167f30fa619aa00e66b586b58af33ee36b7",
-    "1000-polished": "4fa1fc5e4e33cae036d554df4df725b7037f77abe0c7ae6a31b2e3454e070cd4",
+    "60": "71d1b91dc99ac0adf02a679720a55ca9837debb841279abd7855e4a3d505c742",
+    "1000": "d2d6b97b8d0c407df4878d8990ef53bf52f1c602b89acbbe1d058058ecdfb2aa",
+    "1000-polished": "cbd76eec4b08edcb3154cb8910af0ce20c10c59bf9ef0aef0dc6a71cb04b5347",
 }
 
 
@@ -190,8 +191,10 @@ def test_batched_distillation_decides_as_before(
     totals = {
         k: sum(r["experiences"][k] for r in found["results"]) for k in found["results"][0]["experiences"]
     }
-    # Every path of admission is taken: exact and near merges, the caps.
-    assert totals["merged_exact"] > 0 and totals["merged_near"] > 0 and totals["dropped_over_limit"] > 0
+    # Every path of admission is taken: exact and near merges, the caps (texts half rewritten by the
+    # polisher need not come near each other).
+    assert totals["merged_exact"] > 0 and totals["dropped_over_limit"] > 0
+    assert totals["merged_near"] > 0 or polish
     assert totals["polished"] > 0 if polish else totals["polished"] == 0
     if not polish:
         # Per event: one call for the situation keys, one for the experience texts (rarely a third).

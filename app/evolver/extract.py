@@ -8,11 +8,12 @@ threshold) and the step raised the reward (strongest signal) or moved the run on
 step where the agent asked the library and used none of its items (`explored`) is its own
 exploration: unless it raised the reward it is no path for others to copy (an agent that wandered
 through five rooms before finding the animal teaches the finding, not the rooms).
-A step gives an `avoid` candidate when it errored, changed nothing, was the last move of a failed
-run and made the score fall, or was where a failed run left what successful runs did in the same
-state cluster. A failed run does not teach to avoid what successful runs did in the same cluster
-(a step that changed nothing there is harmless on a working path; a successful run's own idle steps
-teach nothing), and a divergence is blamed only when the run gained nothing after it.
+A step gives an `avoid` candidate when it errored, changed nothing, was the last move of a failed run
+and made the score fall, or was where a failed run left what successful runs did in the same state
+cluster; a step that raised the reward never does. A failed run does not teach to avoid what
+successful runs did in the same cluster (a step that changed nothing there is harmless on a working
+path; a successful run's own idle steps teach nothing), and a divergence is blamed only when the run
+gained nothing after it.
 
 Action templates replace the words an action takes from the task with a `<task:object>` slot, so that an
 agent fills it from its own task and never copies another variation's object; in `avoid` lessons
@@ -226,8 +227,11 @@ def extract(
         if step.error:
             candidates.append(_candidate(trajectory, step, "avoid", Reason.ERRORED, plain, detail=step.error))
             continue
-        if rewarded and admitted_do:
-            candidates.append(_candidate(trajectory, step, "do", Reason.REWARD_ROSE, plain))
+        if rewarded:
+            # The environment scored this step: it teaches `do` when the run is admitted, and whatever
+            # the run did later it is never the step to avoid (no divergence, no idle step).
+            if admitted_do:
+                candidates.append(_candidate(trajectory, step, "do", Reason.REWARD_ROSE, plain))
             continue
         # A run that was merely cut short teaches nothing here; one whose score fell at the end does.
         if failed and following is None and step.reward is not None and step.reward < 0:

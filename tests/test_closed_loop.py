@@ -468,6 +468,25 @@ class TestPolicy:
         choice = RuleAgent(kin=_kin).choose(ANIMAL, obs, [pick, focus], state)
         assert (choice.action, choice.source, choice.used) == ("focus on dove", "plan+do", ("e2", "s1"))
 
+    def test_guidance_does_not_repeat_an_action_until_the_score_rises(self) -> None:
+        """`teleport to <task:object>` pays only once: taken again from the next room, it would loop."""
+        go = Hint("e1", "do", "teleport to <task:object>", "teleport to kitchen")
+        valid = ("teleport to kitchen", "look around")
+        agent = RuleAgent()
+        state = _state("This room is called the hallway.")
+        assert (
+            agent.choose(ANIMAL, Observation("This room is called the hallway.", valid), [go], state).source
+            == "do"
+        )
+        state.acted("teleport to kitchen", go.template)
+        state.see(Observation("This room is called the kitchen.", valid))
+        state.see(Observation("This room is called the bedroom.", valid))  # it went on elsewhere
+        assert state.stale("teleport to kitchen")
+        bedroom = Observation("This room is called the bedroom.", valid)
+        assert agent.choose(ANIMAL, bedroom, [go], state).source != "do"
+        state.see(replace(bedroom, score=0.5))  # something paid: going back may be the next step now
+        assert agent.choose(ANIMAL, replace(bedroom, score=0.5), [go], state).action == "teleport to kitchen"
+
     def test_a_literal_pitfall_that_ended_runs_makes_its_kind_of_move_risky(self) -> None:
         """`focus on fountain` ended failed runs: once a focus pays, no other focus is risked."""
         assert kind_of("focus on fountain") == "focus on <object>"

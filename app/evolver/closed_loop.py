@@ -26,7 +26,9 @@ session id, step) through the Python client's `AgentSession`, then acts:
    door not yet opened, go (or teleport) to a room not yet visited, else a random valid action
    (seeded per episode). The next steps never reach past a literal step naming a place not reached
    yet (`go to outside` comes before `focus on <object>`) unless the plan has stalled there. An
-   action already taken in the same room is not taken again unless nothing else is left.
+   action already taken in the same room is not taken again unless nothing else is left, and
+   guidance never repeats an action taken anywhere before unless the score has risen since (no
+   `teleport to bedroom` from every room).
 
 Each step is recorded with its reward, error and the ids of the items it used (the `do` experience,
 the strategy skill), and the episode can be posted back as a trajectory (`AgentSession.finish`).
@@ -433,6 +435,7 @@ class EpisodeState:
     last_action: str | None = None
     last_template: str = ""  # the `do` lesson the last action filled, if any
     gained: set[str] = field(default_factory=set)  # slot values of guided steps that raised the score
+    taken_at: dict[str, float] = field(default_factory=dict)  # action -> the score when last taken
 
     @classmethod
     def start(cls, seed: int | str, observation: Observation) -> EpisodeState:
@@ -465,11 +468,16 @@ class EpisodeState:
     def times(self, action: str) -> int:
         return self.tried[self.room, action]
 
+    def stale(self, action: str) -> bool:
+        """Taken before, anywhere, and the score has not risen since: guidance would only loop."""
+        return action in self.taken_at and self.taken_at[action] >= self.score
+
     def acted(self, action: str, template: str = "") -> None:
         """Book an action (and the `do` template it fills) before its observation is seen."""
         window = self._window()
         self.last_action, self.last_template = action, template
         self.tried[self.room, action] += 1
+        self.taken_at[action] = self.score
         if action == LOOK and self.room is not None:
             self.looked.add(self.room)
         if action.startswith("open door to "):
@@ -705,7 +713,11 @@ class RuleAgent:
                 kin=self.kin,
                 carried=gained,
             )
-            return [f for f in found if state.times(f.action) < GUIDED_REPEATS and allowed(f.action)]
+            return [
+                f
+                for f in found
+                if state.times(f.action) < GUIDED_REPEATS and not state.stale(f.action) and allowed(f.action)
+            ]
 
         window = state.window()
         state.stalled += 1

@@ -52,8 +52,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from app import skill_md
-from app.evolver.extract import STOPWORDS
-from app.evolver.generalise import same_thing
+from app.evolver.generalise import object_runs, same_thing
 
 if TYPE_CHECKING:
     from skillfoundry_client import AgentSession
@@ -321,7 +320,7 @@ def _slot_fit(
     a category slot (`<task:animal>`) takes it only at `KIN_THRESHOLD` or above, unless it is `carried`
     (what the agent's own score-raising steps used: the animal it found).
     """
-    seen = categories.get(category, known) | carried if kind == "category" else known
+    seen = (categories.get(category, known) if kind == "category" else known) | carried
     if filler in places and seen and not seen & places:
         return None
     if kind == "any" and seen and not seen & places and filler not in seen and _words(filler) <= task_words:
@@ -368,7 +367,7 @@ def fill(
             out.append(Fill(action, 0))
             continue
         fits = [
-            _slot_fit(kind, cat, filler, task_words, known | carried, categories, places, kin, carried)
+            _slot_fit(kind, cat, filler, task_words, known, categories, places, kin, carried)
             for kind, cat, filler in binding
         ]
         if any(f is None for f in fits):
@@ -450,7 +449,7 @@ class EpisodeState:
             # What it was done with is what the next steps are about (`pick up` the animal focused on).
             guided = [step.template for step in self.plan] + [self.last_template] * bool(self.last_template)
             for template in guided:
-                binding = bind(re.sub(r"<[^>]+>", "<object>", template), self.last_action, "")
+                binding = bind(_loose(template), self.last_action, "")
                 self.gained |= {filler for _, _, filler in binding or () if filler not in self.places}
         self.score = observation.score
         room = room_of(observation.text)
@@ -567,33 +566,24 @@ def as_categories(
             # Examples outside the category are not vouched for: an unseen one needs kinship.
             known = {v for v in known if category_of(v) == category}
 
-    out, run = tokens[:1], list[str]()
-
-    def flush() -> None:
-        obj = " ".join(run)
-        category = category_of(obj) if run else None
+    out = list(tokens)
+    for start, end in reversed(object_runs(tokens)):
+        obj = " ".join(tokens[start:end])
+        category = category_of(obj)
         if category is not None:
-            out.append(f"<task:{category}>")
+            out[start:end] = [f"<task:{category}>"]
             known.add(obj)
-        else:
-            out.extend(run)
-        run.clear()
-
-    for token in tokens[1:]:
-        if re.fullmatch(r"[a-z][a-z0-9'-]*", token) and token not in STOPWORDS:
-            run.append(token)
-            continue
-        flush()
-        out.append(token)
-    flush()
     template = " ".join(out)
     return step if template == step.template else PlanStep(template, frozenset(known))
 
 
+def _loose(template: str) -> str:
+    """Every slot as `<object>`: plan bookkeeping ignores what fills a slot, any words will do."""
+    return re.sub(r"<[^>]+>", "<object>", template)
+
+
 def _fits_task_step(template: str, action: str) -> bool:
-    # Plan bookkeeping ignores what fills a slot: any words will do.
-    loose = re.sub(r"<[^>]+>", "<object>", template)
-    return bind(loose, action, "") is not None
+    return bind(_loose(template), action, "") is not None
 
 
 @dataclass(frozen=True)

@@ -100,21 +100,30 @@ def content_words(text: str) -> set[str]:
     return {w for w in words if w not in STOPWORDS and len(w) > 2 and not w.isdigit()}
 
 
+def object_runs(tokens: Sequence[str]) -> list[tuple[int, int]]:
+    """(start, end) of each maximal run of object words after the verb, as `template_action` groups them."""
+    runs: list[tuple[int, int]] = []
+    start: int | None = None
+    for i in range(1, len(tokens) + 1):  # the verb (token 0) is never the object
+        word = i < len(tokens) and bool(_OBJECT_WORD.fullmatch(tokens[i])) and tokens[i] not in STOPWORDS
+        if word and start is None:
+            start = i
+        elif not word and start is not None:
+            runs.append((start, i))
+            start = None
+    return runs
+
+
 def _fits(lesson: Lesson) -> list[_Fit]:
     """Each way of reading the lesson as `<pattern with a hole>` + object."""
     tokens = lesson.template.split()
     fits: list[_Fit] = []
-    start: int | None = None
-    for i in range(1, len(tokens) + 1):  # the verb (token 0) is never the object
+    ends = {end: start for start, end in object_runs(tokens)}
+    for i in range(1, len(tokens) + 1):
+        if i in ends:
+            start = ends[i]
+            fits.append(_Fit(lesson, (*tokens[:start], HOLE, *tokens[i:]), " ".join(tokens[start:i]), None))
         token = tokens[i] if i < len(tokens) else ""
-        is_object_word = bool(_OBJECT_WORD.fullmatch(token)) and token not in STOPWORDS
-        if is_object_word and start is None:
-            start = i
-        elif not is_object_word and start is not None:
-            # A maximal run of object words, as `template_action` groups them.
-            pattern = (*tokens[:start], HOLE, *tokens[i:])
-            fits.append(_Fit(lesson, pattern, " ".join(tokens[start:i]), None))
-            start = None
         match = _CATEGORY_SLOT.fullmatch(token)
         if match:
             pattern = (*tokens[:i], HOLE, *tokens[i + 1 :])

@@ -757,6 +757,17 @@ def eval_retrieve(
         console.print(f"held-out runs that failed, not replayed: {report.failed_runs}")
 
 
+def _counts(text: str, option: str, least: int) -> tuple[int, ...]:
+    """`1,3,10` as numbers of training variations, each given once and none below `least`."""
+    try:
+        counts = tuple(int(n) for n in text.split(",") if n.strip())
+    except ValueError:
+        raise typer.BadParameter(f"{option} takes whole numbers, comma-separated: {text!r}") from None
+    if any(n < least for n in counts) or len(set(counts)) != len(counts):
+        raise typer.BadParameter(f"{option} takes distinct numbers of {least} or more: {text!r}")
+    return counts
+
+
 @eval_app.command("closed-loop", context_settings={"ignore_unknown_options": True})
 def eval_closed_loop(
     files: Annotated[
@@ -780,11 +791,12 @@ def eval_closed_loop(
         bool, typer.Option("--online/--no-online", help="Learn online from its own runs.")
     ] = True,
     online_from: Annotated[
-        int,
+        str,
         typer.Option(
-            min=0, help="Online: start from the library of this many training variations (0: empty)."
+            help="Online runs, comma-separated: each starts from the library of this many training "
+            "variations (0: empty).",
         ),
-    ] = 0,
+    ] = "0",
     seed: Annotated[int, typer.Option(help="Seeds the exploration policy.")] = 0,
     llm: Annotated[
         bool, typer.Option("--llm", help="An LLM agent (SKILLFOUNDRY_LLM_*) instead of rules.")
@@ -809,15 +821,16 @@ def eval_closed_loop(
     if named["test"]:
         raise typer.BadParameter("closed-loop plays ScienceWorld's test split: give no --test files")
     train = _trajectory_items(named["train"])
-    sizes = tuple(int(n) for n in train_sizes.split(",") if n.strip())
+    sizes = _counts(train_sizes, "--train-sizes", 1)
+    starts = _counts(online_from, "--online-from", 0) if online and url is None else ()
     if url is not None and not api_key:
         raise typer.BadParameter("--url needs --api-key")
-    if url is None and (sizes or (online and online_from)) and not train:
+    if url is None and (sizes or any(starts)) and not train:
         raise typer.BadParameter("the train-N libraries need --train files (or --train-sizes '')")
     config = LoopConfig(
         task_types=tuple(t.strip() for t in task.split(",") if t.strip()), test_variations=test_variations,
         train_sizes=sizes if url is None else (), max_steps=max_steps, seed=seed,
-        empty=empty and url is None, online=online and url is None, online_seed=online_from,
+        empty=empty and url is None, online_from=starts,
     )  # fmt: skip
     report = run_scienceworld(
         _settings(), train, config, llm=llm, url=url, api_key=api_key or "", post=post,

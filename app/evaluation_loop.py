@@ -6,9 +6,11 @@ port (as `eval retrieve` does), the agent talking to it over HTTP through the Py
 - `empty`: no library at all (the agent explores);
 - `train-N`: a library learnt (`eval_library.learn`) from the recorded runs of the first N training
   variations of each task type, every version accepted by the eval reviewer (T2: bodies are served);
-- `online`: starting empty (or, with `online_seed` N, from the train-N library), each episode is posted
-  back as a trajectory (outcome, used item ids) and the library evolves in-process before the next
-  (ingest pipeline, consolidation, skill cycle, the reviewer's acceptance: what `learn` does for one run).
+- `online from empty`, `online from train-N` (`online_from`: 0, N, ...): starting from that library,
+  each episode is posted back as a trajectory (outcome, used item ids) and the library evolves
+  in-process before the next (ingest pipeline, consolidation, skill cycle, the reviewer's acceptance:
+  what `learn` does for one run). Against the library it starts from, it shows what learning from its
+  own runs adds.
 
 Every condition plays the same held-out episodes: the first variations of ScienceWorld's test split of
 each task type. With `--url` and `--api-key` it plays once against a running service (`live`) instead,
@@ -171,30 +173,55 @@ class Condition:
         }
 
 
+def start_name(train_variations: int) -> str:
+    """The library an online run starts from: `empty` or `train-N`."""
+    return f"train-{train_variations}" if train_variations else "empty"
+
+
+@dataclass(frozen=True)
+class OnlineRun:
+    """The online condition from one starting library: its episodes, each followed by evolution."""
+
+    start: int  # training variations per task type of the starting library (0: empty)
+    steps: tuple[OnlineStep, ...]
+    seconds: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return f"online from {start_name(self.start)}"
+
+    @property
+    def results(self) -> list[EpisodeResult]:
+        return [s.result for s in self.steps]
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "start": start_name(self.start),
+            "seconds": round(self.seconds, 1),
+            "figures": {k: s.as_dict() for k, s in by_task(self.results).items()},
+            "episodes": [s.as_dict() for s in self.steps],
+        }
+
+
 @dataclass(frozen=True)
 class LoopReport:
     conditions: tuple[Condition, ...]
-    online: tuple[OnlineStep, ...] = ()
+    online: tuple[OnlineRun, ...] = ()
     config: Mapping[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
 
     def rows(self) -> list[tuple[str, dict[str, Summary]]]:
-        rows = [(c.name, by_task(c.results)) for c in self.conditions]
-        if self.online:
-            rows.append(("online", by_task([s.result for s in self.online])))
-        return rows
+        return [(c.name, by_task(c.results)) for c in self.conditions] + [
+            (run.name, by_task(run.results)) for run in self.online
+        ]
 
     def as_dict(self) -> dict[str, object]:
         return {
             "config": dict(self.config),
             "seconds": round(self.seconds, 1),
             "conditions": [c.as_dict() for c in self.conditions],
-            "online": {
-                "figures": {k: s.as_dict() for k, s in by_task([s.result for s in self.online]).items()},
-                "episodes": [s.as_dict() for s in self.online],
-            }
-            if self.online
-            else None,
+            "online": [run.as_dict() for run in self.online],
         }
 
 
@@ -205,11 +232,7 @@ def table(report: LoopReport) -> Table:
     kinds = list(dict.fromkeys(k for _, row in report.rows() for k in row if k != "total"))
     out = Table(
         title="Closed loop on held-out variations: success rate / mean score",
-        caption=(
-            "online: starting "
-            + (f"from train-{report.config['online_seed']}" if report.config.get("online_seed") else "empty")
-            + ", the library learns from each episode before the next"
-        ),
+        caption="online: the library learns from each episode before the next" if report.online else None,
     )
     out.add_column("library")
     for kind in [*kinds, "total"]:
@@ -274,28 +297,27 @@ def plot(report: LoopReport, path: str, *, window: int = 5) -> None:
         left.set_title("Library learnt from recorded runs")
         left.legend(fontsize=7)
     if report.online:
-        scores = [s.result.score for s in report.online]
-        xs = list(range(1, len(scores) + 1))
-        right.plot(xs, scores, "o", alpha=0.4, label="episode score")
-        right.plot(xs, running_mean(scores, window), color="black", label=f"running mean ({window})")
-        seed = int(str(report.config.get("online_seed") or 0))
-        start = "empty" if not seed else f"train-{seed}"
-        for name, style in (("empty", ":"), (start, "--")):
-            base = next((c for c in report.conditions if c.name == name), None)
-            if base is not None and base.results and (name == "empty" or seed):
-                label = f"{name} library (mean)" + (", where it starts" if name == start else "")
-                right.axhline(
-                    by_task(base.results)["total"].mean_score or 0.0,
-                    color="grey",
-                    linestyle=style,
-                    label=label,
+        colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        for run, colour in zip(report.online, colours, strict=False):
+            scores = [r.score for r in run.results]
+            xs = list(range(1, len(scores) + 1))
+            right.plot(xs, scores, "o", alpha=0.3, color=colour)
+            label = f"{run.name}: running mean ({window})"
+            right.plot(xs, running_mean(scores, window), color=colour, label=label)
+            # The same episodes against the library it starts from, which does not learn.
+            base = next((c for c in report.conditions if c.name == start_name(run.start)), None)
+            if base is not None and base.results:
+                right.plot(
+                    xs[: len(base.results)],
+                    running_mean([r.score for r in base.results], window),
+                    color=colour,
+                    linestyle=":",
+                    label=f"{base.name} library, not learning",
                 )
         right.set_xlabel("online episode (the library evolves after each)")
         right.set_ylabel("score")
         right.set_ylim(-0.02, 1.02)
-        right.set_title(
-            f"Online from {'an empty library' if not seed else start}: learning from its own runs"
-        )
+        right.set_title("Online: learning from its own runs")
         right.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -313,8 +335,7 @@ class LoopConfig:
     max_steps: int = 25
     seed: int = 0
     empty: bool = True
-    online: bool = True
-    online_seed: int = 0  # training variations per task type the online library starts from (0: empty)
+    online_from: tuple[int, ...] = (0,)  # the online runs' starting libraries (training variations; 0: empty)
     top_k: int = 8
     token_budget: int = 800
 
@@ -460,7 +481,7 @@ def run_closed_loop(
             )
             libraries.append((f"train-{size}", size, learnt.tenant_id, learnt.as_dict()))
         conditions = []
-        steps: list[OnlineStep] = []
+        runs: list[OnlineRun] = []
         with serve(scratch_settings(settings, factory)) as base_url:
             echo(f"[eval] API up at {base_url}; {len(specs)} held-out episodes per condition")
             for name, n, tenant_id, library in libraries:
@@ -468,22 +489,29 @@ def run_closed_loop(
                 with _client(base_url, eval_library.agent_key(factory, tenant_id)) as client:
                     results = play_all(client, specs, games, agent, config, label=name, echo=echo)
                 conditions.append(Condition(name, n, tuple(results), library, time.monotonic() - t0))
-            if config.online:
-                # Posting tries to queue the worker's job; there is none here (the loop runs it itself).
-                logging.getLogger("app.storage.session").setLevel(logging.ERROR)
-                if config.online_seed:
-                    subset = train_subset(train, config.online_seed)
-                    echo(f"[eval] learning the online library's seed: {len(subset)} recorded runs")
+            # Posting tries to queue the worker's job; there is none here (the loop runs it itself).
+            logging.getLogger("app.storage.session").setLevel(logging.ERROR)
+            for start in config.online_from:
+                t0 = time.monotonic()
+                if start:
+                    subset = train_subset(train, start)
+                    echo(f"[eval] learning online's start, train-{start}: {len(subset)} recorded runs")
                     seeded = eval_library.learn(
-                        factory, subset, embedder=embedder, settings=settings, echo=echo, tenant_name="online"
-                    )
+                        factory, subset, embedder=embedder, settings=settings, echo=echo,
+                        tenant_name=f"online-{start}",
+                    )  # fmt: skip
                     tenant_id = seeded.tenant_id
                 else:
-                    tenant_id = new_tenant("online")
+                    tenant_id = new_tenant("online-0")
+                label = start_name(start)
                 with _client(base_url, eval_library.agent_key(factory, tenant_id)) as client:
 
-                    def one(index: int, spec: EpisodeSpec, client: Client = client) -> EpisodeResult:
-                        return play_one(client, spec, games, agent, config, label=f"online{index}", post=True)
+                    def one(
+                        index: int, spec: EpisodeSpec, client: Client = client, label: str = label
+                    ) -> EpisodeResult:
+                        return play_one(
+                            client, spec, games, agent, config, label=f"online-{label}-{index}", post=True
+                        )
 
                     def evolve(result: EpisodeResult, tenant_id: uuid.UUID = tenant_id) -> dict[str, Any]:
                         if result.event_id is None:
@@ -496,8 +524,9 @@ def run_closed_loop(
                             settings=settings,
                         )
 
-                    steps = online(specs, one, evolve, echo=echo)
-    return LoopReport(tuple(conditions), tuple(steps), meta, time.monotonic() - started)
+                    steps = online(specs, one, evolve, echo=echo, label=f"online from {label}")
+                runs.append(OnlineRun(start, tuple(steps), time.monotonic() - t0))
+    return LoopReport(tuple(conditions), tuple(runs), meta, time.monotonic() - started)
 
 
 def scienceworld_games(

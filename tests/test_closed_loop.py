@@ -709,7 +709,7 @@ def test_scienceworld_episode_smoke() -> None:
 def test_every_condition_end_to_end_on_a_tiny_world(settings: Settings) -> None:
     """The whole harness on `Garden`: a scratch database, the API over HTTP, the conditions, online."""
     train = [{**gold_run(v), "domain": DOMAIN} for v in range(3)]  # the domain the harness's agent asks for
-    config = LoopConfig(task_types=("garden",), train_sizes=(1,), max_steps=6, online_seed=1)
+    config = LoopConfig(task_types=("garden",), train_sizes=(1,), max_steps=6, online_from=(0, 1))
     specs = [EpisodeSpec("garden", 10), EpisodeSpec("garden", 11)]
     report = run_closed_loop(
         settings, train, config, games=lambda _: Garden(), specs=specs, agent=RuleAgent()
@@ -717,7 +717,13 @@ def test_every_condition_end_to_end_on_a_tiny_world(settings: Settings) -> None:
     assert [c.name for c in report.conditions] == ["empty", "train-1"]
     learnt = report.conditions[1]
     assert learnt.library["train_runs"] == 1 and all(r.success for r in learnt.results)
-    # Online from the train-1 library: guided from the first episode, and each run posted and learnt from.
-    assert report.config["online_seed"] == 1 and len(report.online) == 2
-    assert report.online[0].result.success
-    assert all(s.result.trajectory_id and "experiences" in s.evolved for s in report.online)
+    # Online from an empty library and from train-1, each run posted and learnt from before the next.
+    assert [run.name for run in report.online] == ["online from empty", "online from train-1"]
+    from_empty, from_train = report.online
+    assert from_train.steps[0].result.success, "from train-1: guided from the first episode"
+    for run in report.online:
+        assert len(run.steps) == 2
+        assert all(s.result.trajectory_id and "experiences" in s.evolved for s in run.steps)
+    rows = ["empty", "train-1", "online from empty", "online from train-1"]
+    assert [name for name, _ in report.rows()] == rows
+    assert [o["start"] for o in report.as_dict()["online"]] == ["empty", "train-1"]  # type: ignore[index]

@@ -1002,6 +1002,7 @@ def online(
     play_one: Callable[[int, EpisodeSpec], EpisodeResult],
     evolve: Callable[[EpisodeResult], Mapping[str, Any]],
     echo: Callable[[str], None] = lambda _: None,
+    label: str = "online",
 ) -> list[OnlineStep]:
     """Play `specs` in order, the library evolving after each (`play_one` posts; `evolve` learns)."""
     out = []
@@ -1010,7 +1011,7 @@ def online(
         evolved = evolve(result)
         out.append(OnlineStep(index, result, evolved))
         echo(
-            f"[eval] online {index + 1}/{len(specs)} {spec.task_type} v{spec.variation}: "
+            f"[eval] {label} {index + 1}/{len(specs)} {spec.task_type} v{spec.variation}: "
             f"score {result.score:.2f}; library {dict(evolved)}"
         )
     return out

@@ -321,6 +321,44 @@ class TestPolicy:
         assert picks[0] == picks[1] and picks[0] != "eat apple"
         assert explore(valid, _copy(state, 1), _anything).source == "random"
 
+    def test_exploration_follows_through_on_what_raised_the_score(self) -> None:
+        task = (
+            "Your task is to find a(n) non-living thing. First, focus on the thing. "
+            "Then, move it to the orange box in the bathroom."
+        )
+        kitchen = (
+            "look around", "focus on thermometer", "look at thermometer", "pick up thermometer",
+            "move thermometer to red box", "go to hallway", "teleport to bathroom", "teleport to bedroom",
+        )  # fmt: skip
+        state = _state("This room is called the kitchen.")
+        state.acted("go to hallway")  # a rise on a move names a place, not a thing to carry
+        state.see(Observation("You move to the hallway.", kitchen, 0.1))
+        assert state.found == []
+        state.acted("focus on thermometer")
+        state.see(Observation("You focus on the thermometer.", kitchen, 0.75))
+        assert state.found == ["thermometer"]
+        # The red box is not the task's: take the thing along, then go where the task says.
+        assert explore(kitchen, state, _anything, task=task).action == "pick up thermometer"
+        state.acted("pick up thermometer")
+        state.see(Observation("You move the thermometer to the inventory.", kitchen, 0.75))
+        assert explore(kitchen, state, _anything, task=task).action == "teleport to bathroom"
+        state.acted("teleport to bathroom")
+        bathroom = ("look around", "look at thermometer", "move thermometer in inventory to orange box")
+        state.see(Observation("This room is called the bathroom.", bathroom, 0.75))
+        assert explore(bathroom, state, _anything, task=task).action == (
+            "move thermometer in inventory to orange box"
+        )
+        # Where the task says it has been since: not again (no back and forth from every room).
+        state.acted("teleport to bedroom")
+        bedroom = ("teleport to bathroom", "look around")
+        state.see(Observation("This room is called the bedroom.", bedroom, 0.75))
+        assert state.trail == ["kitchen", "bathroom", "bedroom"]
+        assert explore(bedroom, state, _anything, task=task).action == "look around"
+        # Nothing raised the score: the plain tour.
+        assert explore(kitchen, _state("This room is called the kitchen."), _anything, task=task).action == (
+            "look around"
+        )
+
     def test_guidance_order(self) -> None:
         agent = RuleAgent()
         valid = ("look around", "go to kitchen", "go to garden", "focus on rock", "focus on dove")
@@ -376,6 +414,38 @@ class TestPolicy:
         assert agent.choose(ANIMAL, obs, [], state).action == "look around"
         state.acted("look around")
         assert agent.choose(ANIMAL, obs, [], state).action == "focus on turtle"
+
+    def test_a_goal_place_reached_is_not_headed_for_again_until_the_plan_moves(self) -> None:
+        """The box's room is where the plan goes next, but the animal is not found yet: no back and forth."""
+        task = ANIMAL.replace("red box in the kitchen", "red box in the bedroom")
+        agent = RuleAgent(kin=_kin)
+        state = _state("This room is called the hallway.")
+        state.looked.add("hallway")
+        state.plan = (PlanStep("focus on <task:animal>"), PlanStep("go to <task:object>"))
+        state.places |= ROOMS | {"bedroom"}
+        valid = ("look around", "teleport to bedroom", "teleport to kitchen")
+        obs = Observation("This room is called the hallway.", valid)
+        assert agent.choose(task, obs, [], state).action == "teleport to bedroom"
+        state.acted("teleport to bedroom")
+        state.see(Observation("This room is called the bedroom.", ("look around", "teleport to kitchen")))
+        state.acted("look around")
+        state.acted("teleport to kitchen")
+        rooms = ("look around", "teleport to bedroom", "teleport to living room")
+        kitchen = Observation("This room is called the kitchen.", rooms)
+        state.see(kitchen)
+        state.looked.add("kitchen")
+        assert agent.choose(task, kitchen, [], state).action == "teleport to living room"
+
+    def test_an_unsure_fill_never_risks_a_move_that_ended_failed_runs(self) -> None:
+        agent = RuleAgent(kin=_kin)
+        state = _state("This room is called the workshop.")
+        state.looked.add("workshop")
+        state.plan = (PlanStep("focus on <object>", frozenset({"dove"})),)
+        valid = ("look around", "focus on blue wire", "look at blue wire")
+        obs = Observation("This room is called the workshop.", valid)
+        assert agent.choose(ANIMAL, obs, [], _copy_plan(state)).action == "focus on blue wire"
+        warned = [Hint("s1", "avoid", "focus on fountain", terminal=True)]
+        assert agent.choose(ANIMAL, obs, warned, state).action != "focus on blue wire"
 
     def test_a_plan_stalled_on_a_place_lets_the_agent_go_on(self) -> None:
         state = _state()
@@ -510,6 +580,18 @@ class TestPolicy:
         choice = agent.choose(ANIMAL, replace(obs, score=0.5), [do_focus], state)
         assert choice.action == "pick up turtle"
 
+    def test_a_move_that_ended_failed_runs_is_never_taken_at_random(self) -> None:
+        state = _state("This outside location is called the outside.")
+        state.looked.add("outside")
+        valid = ("focus on turtle", "focus on rock", "look at rock")
+        assert {explore(valid, _copy(state, seed), _anything).action for seed in range(20)} > {"look at rock"}
+        state.learn([Hint("e1", "avoid", "focus on fountain", terminal=True)])
+        assert state.fatal == {"focus on <object>"}
+        for seed in range(20):
+            fresh = _copy(state, seed)
+            fresh.fatal = set(state.fatal)
+            assert explore(valid, fresh, _anything).action == "look at rock"
+
     def test_llm_reply_parsing(self) -> None:
         valid = ["go to kitchen", "go to kitchen table", "look around"]
         assert parse_action("go to kitchen [E1]", valid) == "go to kitchen"
@@ -521,6 +603,10 @@ class TestPolicy:
 
 def _anything(_: str) -> bool:
     return True
+
+
+def _copy_plan(state: EpisodeState) -> EpisodeState:
+    return replace(state, rng=random.Random("0"), looked=set(state.looked))  # noqa: S311 - a test
 
 
 def _copy(state: EpisodeState, seed: int) -> EpisodeState:

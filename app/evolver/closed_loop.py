@@ -22,10 +22,14 @@ session id, step) through the Python client's `AgentSession`, then acts:
    the library has seen in a category slot reads as that slot, `as_categories`); the first next
    procedure step with a sure fill (seen values, or unseen ones akin enough); a sure fill of a `do`
    experience (answer order); any fill of a procedure step; then the fixed exploration policy
-   (`explore`): head for a place the next steps name, look around a room not yet looked at, open a
-   door not yet opened, go (or teleport) to a room not yet visited, else a random valid action
-   (seeded per episode). The next steps never reach past a literal step naming a place not reached
-   yet (`go to outside` comes before `focus on <object>`) unless the plan has stalled there. An
+   (`explore`): follow through on the thing the score last rose on (`follow_through`: put it where
+   the task says if that is here, else take it along, else go where the task says); head for a place
+   the next steps name; look around a room not yet looked at, open a door not yet opened, go (or
+   teleport) to a room not yet visited, else a random valid action (seeded per episode; never a kind
+   of move that ended failed runs, `focus on <object>`, which only guidance may take; nor is an unsure
+   fill of a procedure step). A goal place reached since the plan last moved on is not headed for
+   again. The next steps never reach past a literal step naming a place not reached yet (`go to
+   outside` comes before `focus on <object>`) unless the plan has stalled there. An
    action already taken in the same room is not taken again unless nothing else is left, and
    guidance never repeats an action taken anywhere before unless the score has risen since (no
    `teleport to bedroom` from every room).
@@ -70,6 +74,7 @@ KIN_THRESHOLD = 0.5  # cosine to the nearest seen value at which an unseen value
 PLAN_STALL = 6  # steps the plan may wait on a literal step before the agent may skip it
 _MOVES = ("go to ", "teleport to ")
 _PLACE_VERBS = (*_MOVES, "open door to ", "close door to ")
+_CARRY = ("pick up ", "take ")  # how a text world takes a thing along
 
 _STEP_LINE = re.compile(r"^\s*\d+[.)]\s+(?P<body>.*)$")
 _CODE_SPAN = re.compile(r"`(?P<code>[^`\n]+)`")
@@ -428,12 +433,17 @@ class EpisodeState:
     categories: dict[str, frozenset[str]] = field(default_factory=dict)  # known category values
     places: set[str] = field(default_factory=set)  # rooms seen or reachable: never things to act on
     stalled: int = 0  # choices made since the plan last moved on
+    moved_at: int = 0  # len(trail) when the plan last moved on
     risky: set[str] = field(default_factory=set)  # templates an `avoid` or a pitfall warned against
     spent: set[str] = field(default_factory=set)  # risky templates already taken for a gain: done with
+    fatal: set[str] = field(default_factory=set)  # kinds of move that ended failed runs: never at random
     score: float = 0.0
     last_action: str | None = None
     last_template: str = ""  # the `do` lesson the last action filled, if any
     gained: set[str] = field(default_factory=set)  # slot values of guided steps that raised the score
+    found: list[str] = field(default_factory=list)  # what any score-raising action acted on, in order
+    trail: list[str] = field(default_factory=list)  # the rooms entered, in order
+    found_at: dict[str, int] = field(default_factory=dict)  # thing -> len(trail) when it was found
     taken_at: dict[str, float] = field(default_factory=dict)  # action -> the score when last taken
 
     @classmethod
@@ -451,9 +461,15 @@ class EpisodeState:
             for template in guided:
                 binding = bind(_loose(template), self.last_action, "")
                 self.gained |= {filler for _, _, filler in binding or () if filler not in self.places}
+            thing = None if self.last_action.startswith(_PLACE_VERBS) else direct_object(self.last_action)
+            if thing is not None and thing not in self.places and thing not in self.found:
+                self.found.append(thing)
+                self.found_at[thing] = len(self.trail)
         self.score = observation.score
         room = room_of(observation.text)
         if room is not None:
+            if room != self.room:
+                self.trail.append(room)
             self.room = room
             self.visited.add(room)
             self.places.add(room)
@@ -485,7 +501,7 @@ class EpisodeState:
         for pos in window:
             if _fits_task_step(self.plan[pos].template, action):
                 self.plan_pos = pos + 1
-                self.stalled = 0
+                self.stalled, self.moved_at = 0, len(self.trail)
                 break
         self._settle()
 
@@ -507,7 +523,7 @@ class EpisodeState:
         """Move the agent's place in the plan past literal steps already done."""
         while self.plan_pos < len(self.plan) and self._done(self.plan[self.plan_pos].template):
             self.plan_pos += 1
-            self.stalled = 0
+            self.stalled, self.moved_at = 0, len(self.trail)
 
     def _window(self) -> list[int]:
         out: list[int] = []
@@ -528,7 +544,8 @@ class EpisodeState:
         avoids = [*self.pitfalls, *(h for h in hints if h.polarity == AVOID)]
         self.risky |= {h.template for h in avoids}
         # A move that ended failed runs with one object is risky with any: once it pays, it is done.
-        self.risky |= {kind_of(h.template) for h in avoids if h.terminal}
+        self.fatal |= {kind_of(h.template) for h in avoids if h.terminal}
+        self.risky |= self.fatal
         for hint in hints:
             for category, values in hint.categories.items():
                 self.categories[category] = self.categories.get(category, frozenset()) | values
@@ -596,21 +613,67 @@ class Choice:
     template: str = ""  # the `do` lesson's template it fills, if any
 
 
+def direct_object(action: str) -> str | None:
+    """The first run of object words after the verb (`move egg turtle to blue box`: egg turtle)."""
+    tokens = action.lower().split()
+    runs = object_runs(tokens)
+    return " ".join(tokens[runs[0][0] : runs[0][1]]) if runs else None
+
+
+def _names(action: str, thing: str) -> bool:
+    return re.search(rf"(?<![a-z0-9-]){re.escape(thing)}(?![a-z0-9-])", action.lower()) is not None
+
+
+def follow_through(fresh: Sequence[str], state: EpisodeState, task: str) -> str | None:
+    """What to do with the thing the score rose on, before exploring further: put it where the task
+    says when that is here (an action naming the thing and something the task names: `move thermometer
+    to orange box`), else take it along (`pick up thermometer`), else go where the task says (`go to
+    bathroom`) unless it has been there since. The most recent such thing first; nothing when nothing
+    has raised the score.
+    """
+    task_words = _words(task)
+    for thing in reversed(state.found):
+        naming = sorted(a for a in fresh if _names(a, thing))
+        for action in naming:
+            tokens = action.lower().split()
+            others = {" ".join(tokens[a:b]) for a, b in object_runs(tokens)} - {thing}
+            if any(_words(o) <= task_words for o in others):
+                return action
+        for action in naming:
+            if any(action.lower() == verb + thing for verb in _CARRY) and action not in state.taken_at:
+                return action
+        been = set(state.trail[state.found_at.get(thing, 0) :])  # where it has been taken since
+        for action in sorted(fresh):
+            verb = next((v for v in _MOVES if action.startswith(v)), None)
+            place = action.removeprefix(verb) if verb else ""
+            if place and place not in been and not place.startswith("door") and _words(place) <= task_words:
+                return action
+    return None
+
+
 def explore(
     valid: Sequence[str],
     state: EpisodeState,
     allowed: Callable[[str], bool],
     goals: frozenset[str] = frozenset(),
+    task: str = "",
 ) -> Choice:
-    """The fixed exploration policy: head for a goal place, look around, open doors, go to unvisited
-    rooms (walking, then teleporting where the world allows it), then a random action.
+    """The fixed exploration policy: follow through on what raised the score (`follow_through`), head
+    for a goal place, look around, open doors, go to unvisited rooms (walking, then teleporting where
+    the world allows it), then a random action.
 
-    `goals` are the places the next procedure steps name (`go to outside` when no door to it is here).
+    `goals` are the places the next procedure steps name (`go to outside` when no door to it is here);
+    one reached since the plan last moved on is not headed for again (no `teleport to bedroom` from
+    every room while the step there waits on something not found yet).
     """
     fresh = [a for a in valid if allowed(a) and state.times(a) == 0]
+    through = follow_through(fresh, state, task)  # the thing first: carried along to where the plan goes
+    if through is not None:
+        return Choice(through, source="explore")
+    goals -= {state.room, *state.trail[state.moved_at :]}
     for action in sorted(fresh):
         verb = next((v for v in _MOVES if action.startswith(v)), None)
-        if verb is not None and action.removeprefix(verb) in goals - {state.room}:
+        if verb is not None and action.removeprefix(verb) in goals:
             return Choice(action, source="explore")
     if state.room is not None and state.room not in state.looked and LOOK in fresh:
         return Choice(LOOK, source="explore")
@@ -622,8 +685,10 @@ def explore(
             place = action.removeprefix(verb)
             if action.startswith(verb) and not place.startswith("door") and place not in state.visited:
                 return Choice(action, source="explore")
-    pool = sorted(a for a in valid if allowed(a) and state.times(a) < RANDOM_REPEATS)
-    pool = pool or sorted(a for a in valid if allowed(a)) or sorted(valid) or [LOOK]
+    # A kind of move that ended failed runs (`focus on <object>`) is taken on guidance only.
+    safe = [a for a in valid if allowed(a) and not any(_fits_task_step(t, a) for t in state.fatal)]
+    pool = sorted(a for a in safe if state.times(a) < RANDOM_REPEATS)
+    pool = pool or safe or sorted(a for a in valid if allowed(a)) or sorted(valid) or [LOOK]
     return Choice(state.rng.choice(pool), source="random")
 
 
@@ -735,8 +800,10 @@ class RuleAgent:
             for hint, f in do_fills:
                 if f.rank == rank:
                     return Choice(f.action, (hint.id,), "do", hint.template)
-        if plan_fills:
-            return Choice(plan_fills[0].action, strategy, "plan")
+        # An unsure fill never risks a kind of move that ended failed runs (`focus on` a wire as an animal).
+        unsure = [f for f in plan_fills if not any(_fits_task_step(t, f.action) for t in state.fatal)]
+        if unsure:
+            return Choice(unsure[0].action, strategy, "plan")
         # Places the next steps name: literally (`go to outside`) or by task words (`go to <task:object>`).
         task_words = _words(task)
         goals = frozenset(
@@ -746,7 +813,7 @@ class RuleAgent:
             if step.template.lower().endswith(" " + p)
             or ("<task:" in step.template and _words(p) <= task_words)
         )
-        return explore(valid, state, allowed, goals)
+        return explore(valid, state, allowed, goals, task)
 
 
 # --- the LLM agent ----------------------------------------------------------------------------------

@@ -826,7 +826,10 @@ def eval_closed_loop(
     if url is not None and not api_key:
         raise typer.BadParameter("--url needs --api-key")
     if url is None and (sizes or any(starts)) and not train:
-        raise typer.BadParameter("the train-N libraries need --train files (or --train-sizes '')")
+        raise typer.BadParameter(
+            "the train-N libraries (--train-sizes, --online-from N) need --train files"
+            " (or --train-sizes '' --online-from 0)"
+        )
     config = LoopConfig(
         task_types=tuple(t.strip() for t in task.split(",") if t.strip()), test_variations=test_variations,
         train_sizes=sizes if url is None else (), max_steps=max_steps, seed=seed,

@@ -110,6 +110,9 @@ class ScienceWorld:
     def __init__(self, *, simplification: str = "easy", step_limit: int = 100) -> None:
         from scienceworld import ScienceWorldEnv
 
+        # Its "Loading: ..." per episode and py4j's shutdown tracebacks (logged at INFO) are noise here.
+        for name in ("scienceworld", "py4j"):
+            logging.getLogger(name).setLevel(logging.WARNING)
         self.simplification = simplification
         self._env = ScienceWorldEnv("", envStepLimit=step_limit)
 

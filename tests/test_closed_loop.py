@@ -813,3 +813,21 @@ def test_every_condition_end_to_end_on_a_tiny_world(settings: Settings) -> None:
     rows = ["empty", "train-1", "online from empty", "online from train-1"]
     assert [name for name, _ in report.rows()] == rows
     assert [o["start"] for o in report.as_dict()["online"]] == ["empty", "train-1"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--online-from", "x"], "whole numbers"),
+        (["--online-from", "0,0"], "distinct numbers of 0 or more"),
+        (["--train-sizes", "0"], "distinct numbers of 1 or more"),
+        (["--train-sizes", "", "--online-from", "0,1"], "need --train files"),
+    ],
+)
+def test_closed_loop_cli_refuses_bad_library_counts(args: list[str], message: str) -> None:
+    from typer.testing import CliRunner
+
+    from app.cli import app
+
+    result = CliRunner().invoke(app, ["eval", "closed-loop", *args])
+    assert result.exit_code == 2 and message in " ".join(result.output.replace("│", " ").split())

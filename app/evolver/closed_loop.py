@@ -483,6 +483,10 @@ class EpisodeState:
     def times(self, action: str) -> int:
         return self.tried[self.room, action]
 
+    def fatal_move(self, action: str) -> bool:
+        """Of a kind of move that ended failed runs (`focus on <object>`): taken on sure guidance only."""
+        return any(_fits_task_step(t, action) for t in self.fatal)
+
     def stale(self, action: str) -> bool:
         """Taken before, anywhere, and the score has not risen since: guidance would only loop."""
         return action in self.taken_at and self.taken_at[action] >= self.score
@@ -613,6 +617,12 @@ class Choice:
     template: str = ""  # the `do` lesson's template it fills, if any
 
 
+def destination(action: str) -> str | None:
+    """Where a move goes (`teleport to kitchen`: kitchen); None for any other action."""
+    verb = next((v for v in _MOVES if action.startswith(v)), None)
+    return None if verb is None else action.removeprefix(verb)
+
+
 def direct_object(action: str) -> str | None:
     """The first run of object words after the verb (`move egg turtle to blue box`: egg turtle)."""
     tokens = action.lower().split()
@@ -644,8 +654,7 @@ def follow_through(fresh: Sequence[str], state: EpisodeState, task: str) -> str 
                 return action
         been = set(state.trail[state.found_at.get(thing, 0) :])  # where it has been taken since
         for action in sorted(fresh):
-            verb = next((v for v in _MOVES if action.startswith(v)), None)
-            place = action.removeprefix(verb) if verb else ""
+            place = destination(action)
             if place and place not in been and not place.startswith("door") and _words(place) <= task_words:
                 return action
     return None
@@ -672,8 +681,7 @@ def explore(
         return Choice(through, source="explore")
     goals -= {state.room, *state.trail[state.moved_at :]}
     for action in sorted(fresh):
-        verb = next((v for v in _MOVES if action.startswith(v)), None)
-        if verb is not None and action.removeprefix(verb) in goals:
+        if destination(action) in goals:
             return Choice(action, source="explore")
     if state.room is not None and state.room not in state.looked and LOOK in fresh:
         return Choice(LOOK, source="explore")
@@ -686,7 +694,7 @@ def explore(
             if action.startswith(verb) and not place.startswith("door") and place not in state.visited:
                 return Choice(action, source="explore")
     # A kind of move that ended failed runs (`focus on <object>`) is taken on guidance only.
-    safe = [a for a in valid if allowed(a) and not any(_fits_task_step(t, a) for t in state.fatal)]
+    safe = [a for a in valid if allowed(a) and not state.fatal_move(a)]
     pool = sorted(a for a in safe if state.times(a) < RANDOM_REPEATS)
     pool = pool or safe or sorted(a for a in valid if allowed(a)) or sorted(valid) or [LOOK]
     return Choice(state.rng.choice(pool), source="random")
@@ -801,7 +809,7 @@ class RuleAgent:
                 if f.rank == rank:
                     return Choice(f.action, (hint.id,), "do", hint.template)
         # An unsure fill never risks a kind of move that ended failed runs (`focus on` a wire as an animal).
-        unsure = [f for f in plan_fills if not any(_fits_task_step(t, f.action) for t in state.fatal)]
+        unsure = [f for f in plan_fills if not state.fatal_move(f.action)]
         if unsure:
             return Choice(unsure[0].action, strategy, "plan")
         # Places the next steps name: literally (`go to outside`) or by task words (`go to <task:object>`).

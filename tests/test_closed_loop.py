@@ -562,6 +562,10 @@ class TestPolicy:
         assert kind_of("focus on fountain") == "focus on <object>"
         assert kind_of("move egg turtle to orange box") == "move <object> to <object>"
         assert kind_of("pick up <task:object>") == "pick up <object>"
+        # Where an object is belongs to the object: one wrong focus warns against every focus.
+        assert kind_of("focus on anode in violet light bulb") == "focus on <object>"
+        assert kind_of("move egg turtle in inventory to orange box") == "move <object> to <object>"
+        assert kind_of("look in drawer") == "look in <object>"
         agent = RuleAgent(kin=_kin)
         state = _state("This outside location is called the outside.")
         state.plan = (PlanStep("focus on <object>", frozenset({"dove"})), PlanStep("pick up <object>"))

@@ -208,10 +208,16 @@ _LINKS = frozenset("on to in into from at with onto up down off out for under ov
 
 
 def kind_of(template: str) -> str:
-    """The kind of move a template is, whatever its objects: `focus on fountain` → `focus on <object>`."""
+    """The kind of move a template is, whatever its objects: `focus on fountain` → `focus on <object>`.
+
+    `in` after an object says where that object is (`focus on anode in violet light bulb`, `move egg
+    turtle in inventory to orange box`): part of the object, not a link of the move.
+    """
     words = template.split()
     out = words[:1]
     for word in words[1:]:
+        if word.lower() == "in" and out[-1] == "<object>":
+            continue
         if word.lower() in _LINKS:
             out.append(word.lower())
         elif out[-1] != "<object>":

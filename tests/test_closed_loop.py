@@ -415,6 +415,21 @@ class TestPolicy:
         state.acted("look around")
         assert agent.choose(ANIMAL, obs, [], state).action == "focus on turtle"
 
+    def test_guidance_to_go_elsewhere_waits_until_the_thing_is_taken_along(self) -> None:
+        task = ANIMAL.replace("red box in the kitchen", "purple box in the living room")
+        agent = RuleAgent(kin=_kin)
+        state = _state("This room is called the kitchen.")
+        valid = ("look around", "focus on thermometer", "pick up thermometer", "teleport to living room")
+        obs = Observation("This room is called the kitchen.", valid)
+        go = Hint("e1", "do", "teleport to <task:object>", "teleport to living room")
+        assert agent.choose(task, obs, [go], _copy_plan(state)).action == "teleport to living room"
+        state.acted("focus on thermometer")
+        state.see(replace(obs, score=0.75))
+        assert agent.choose(task, replace(obs, score=0.75), [go], state).action == "pick up thermometer"
+        state.acted("pick up thermometer")
+        state.see(replace(obs, score=0.83))
+        assert agent.choose(task, replace(obs, score=0.83), [go], state).action == "teleport to living room"
+
     def test_a_goal_place_reached_is_not_headed_for_again_until_the_plan_moves(self) -> None:
         """The box's room is where the plan goes next, but the animal is not found yet: no back and forth."""
         task = ANIMAL.replace("red box in the kitchen", "red box in the bedroom")

@@ -640,6 +640,17 @@ def _names(action: str, thing: str) -> bool:
     return re.search(rf"(?<![a-z0-9-]){re.escape(thing)}(?![a-z0-9-])", action.lower()) is not None
 
 
+def take_along(actions: Iterable[str], state: EpisodeState) -> str | None:
+    """`pick up` the thing the score last rose on, if it can be and never was (the most recent first)."""
+    offered = {a.lower(): a for a in actions}
+    for thing in reversed(state.found):
+        for verb in _CARRY:
+            action = offered.get(verb + thing)
+            if action is not None and action not in state.taken_at:
+                return action
+    return None
+
+
 def follow_through(fresh: Sequence[str], state: EpisodeState, task: str) -> str | None:
     """What to do with the thing the score rose on, before exploring further: put it where the task
     says when that is here (an action naming the thing and something the task names: `move thermometer
@@ -655,9 +666,9 @@ def follow_through(fresh: Sequence[str], state: EpisodeState, task: str) -> str 
             others = {" ".join(tokens[a:b]) for a, b in object_runs(tokens)} - {thing}
             if any(_words(o) <= task_words for o in others):
                 return action
-        for action in naming:
-            if any(action.lower() == verb + thing for verb in _CARRY) and action not in state.taken_at:
-                return action
+        carry = take_along(naming, state)
+        if carry is not None:
+            return carry
         been = set(state.trail[state.found_at.get(thing, 0) :])  # where it has been taken since
         for action in sorted(fresh):
             place = destination(action)
@@ -767,6 +778,26 @@ class RuleAgent:
             return allowed_cache[action]
 
         valid = list(observation.valid)
+        goals = self._goals(task, state)  # before the plan's stall count moves on
+        choice = self._guided(task, valid, hints, state, allowed)
+        if choice is None:
+            return explore(valid, state, allowed, goals, task)
+        if destination(choice.action) is not None:
+            # Guidance to go elsewhere: not without the thing the score just rose on.
+            carry = take_along((a for a in valid if allowed(a) and state.times(a) == 0), state)
+            if carry is not None:
+                return Choice(carry, source="explore")
+        return choice
+
+    def _guided(
+        self,
+        task: str,
+        valid: list[str],
+        hints: Sequence[Hint],
+        state: EpisodeState,
+        allowed: Callable[[str], bool],
+    ) -> Choice | None:
+        """What the library's guidance says to do, or None: a `do` and the plan, in the order above."""
         places = frozenset(state.places)
         gained = frozenset(state.gained)
 
@@ -818,16 +849,19 @@ class RuleAgent:
         unsure = [f for f in plan_fills if not state.fatal_move(f.action)]
         if unsure:
             return Choice(unsure[0].action, strategy, "plan")
-        # Places the next steps name: literally (`go to outside`) or by task words (`go to <task:object>`).
+        return None
+
+    @staticmethod
+    def _goals(task: str, state: EpisodeState) -> frozenset[str]:
+        """Places the next steps name: literally (`go to outside`), by task words (`go to <task:object>`)."""
         task_words = _words(task)
-        goals = frozenset(
+        return frozenset(
             p
-            for step in window
-            for p in places
+            for step in state.window()
+            for p in state.places
             if step.template.lower().endswith(" " + p)
             or ("<task:" in step.template and _words(p) <= task_words)
         )
-        return explore(valid, state, allowed, goals, task)
 
 
 # --- the LLM agent ----------------------------------------------------------------------------------

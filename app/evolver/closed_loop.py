@@ -28,11 +28,11 @@ session id, step) through the Python client's `AgentSession`, then acts:
    teleport) to a room not yet visited, else a random valid action (seeded per episode; never a kind
    of move that ended failed runs, `focus on <object>`, which only guidance may take; nor is an unsure
    fill of a procedure step). A goal place reached since the plan last moved on is not headed for
-   again. The next steps never reach past a literal step naming a place not reached yet (`go to
-   outside` comes before `focus on <object>`) unless the plan has stalled there. An
-   action already taken in the same room is not taken again unless nothing else is left, and
-   guidance never repeats an action taken anywhere before unless the score has risen since (no
-   `teleport to bedroom` from every room).
+   again, and guidance to go elsewhere waits until the thing the score rose on is taken along. The
+   next steps never reach past a literal step naming a place not reached yet (`go to outside` comes
+   before `focus on <object>`) unless the plan has stalled there. An action already taken in the
+   same room is not taken again unless nothing else is left, and guidance never repeats an action
+   taken anywhere before unless the score has risen since (no `teleport to bedroom` from every room).
 
 Each step is recorded with its reward, error and the ids of the items it used (the `do` experience,
 the strategy skill), and the episode can be posted back as a trajectory (`AgentSession.finish`).

@@ -378,6 +378,9 @@ def _parse(rows: Sequence[tuple[Any, ...]]) -> SearchResult:
             children.add(item_id)
         else:
             candidates.append(_candidate(ItemKind(kind), item_id, row[3:]))
+    # The SELECT's row order is the plan's (a hash aggregate's, which a prepared statement's generic
+    # plan may change): one order, whatever the plan.
+    candidates.sort(key=lambda c: (c.kind, c.id))
     return SearchResult(tuple(candidates), SessionState(strategy, frozenset(children)))
 
 

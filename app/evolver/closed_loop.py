@@ -744,6 +744,17 @@ class Agent(Protocol):
     ) -> Choice: ...
 
 
+def _goals(task: str, window: Sequence[PlanStep], places: Set[str]) -> frozenset[str]:
+    """Places the next steps name: literally (`go to outside`), by task words (`go to <task:object>`)."""
+    task_words = _words(task)
+    return frozenset(
+        p
+        for step in window
+        for p in places
+        if step.template.lower().endswith(" " + p) or ("<task:" in step.template and _words(p) <= task_words)
+    )
+
+
 class RuleAgent:
     """The agent that needs no LLM: the library's guidance, filled from the valid actions; else explore.
 
@@ -778,10 +789,11 @@ class RuleAgent:
             return allowed_cache[action]
 
         valid = list(observation.valid)
-        goals = self._goals(task, state)  # before the plan's stall count moves on
-        choice = self._guided(task, valid, hints, state, allowed)
+        window = state.window()
+        state.stalled += 1
+        choice = self._guided(task, valid, hints, state, allowed, window)
         if choice is None:
-            return explore(valid, state, allowed, goals, task)
+            return explore(valid, state, allowed, _goals(task, window, state.places), task)
         if destination(choice.action) is not None:
             # Guidance to go elsewhere: not without the thing the score just rose on.
             carry = take_along((a for a in valid if allowed(a) and state.times(a) == 0), state)
@@ -796,6 +808,7 @@ class RuleAgent:
         hints: Sequence[Hint],
         state: EpisodeState,
         allowed: Callable[[str], bool],
+        window: Sequence[PlanStep],
     ) -> Choice | None:
         """What the library's guidance says to do, or None: a `do` and the plan, in the order above."""
         places = frozenset(state.places)
@@ -819,8 +832,6 @@ class RuleAgent:
                 if state.times(f.action) < GUIDED_REPEATS and not state.stale(f.action) and allowed(f.action)
             ]
 
-        window = state.window()
-        state.stalled += 1
         # In window order; each step's fills best first.
         step_fills = [fills(step.template, step.known) for step in window]
         plan_fills = [f for found in step_fills for f in found]
@@ -850,18 +861,6 @@ class RuleAgent:
         if unsure:
             return Choice(unsure[0].action, strategy, "plan")
         return None
-
-    @staticmethod
-    def _goals(task: str, state: EpisodeState) -> frozenset[str]:
-        """Places the next steps name: literally (`go to outside`), by task words (`go to <task:object>`)."""
-        task_words = _words(task)
-        return frozenset(
-            p
-            for step in state.window()
-            for p in state.places
-            if step.template.lower().endswith(" " + p)
-            or ("<task:" in step.template and _words(p) <= task_words)
-        )
 
 
 # --- the LLM agent ----------------------------------------------------------------------------------
